@@ -1,0 +1,87 @@
+"""The fork's recipe (``fork.toml``): pinned upstream release, build number, series location."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+RECIPE = ROOT / "fork.toml"
+BUILD_DIR = ROOT / "build"
+
+
+class ForkError(RuntimeError):
+    """An error the user can act on; the command line prints its message without a traceback."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    name: str
+    version: str
+    sha256: str
+    url: str
+    build_number: int
+    series_sha256: str
+    patches_dir: Path
+    series_file: Path
+
+    @property
+    def fork_version(self) -> str:
+        return f"{self.version}+fork.{self.build_number}"
+
+    @property
+    def archive_name(self) -> str:
+        return f"{self.name}-{self.version}.tar.gz"
+
+
+def load(path: Path = RECIPE) -> Recipe:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ForkError(f"recipe not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ForkError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        upstream, build, patches = data["upstream"], data["build"], data["patches"]
+        sha256 = upstream["sha256"].lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise ForkError(f"{path}: upstream.sha256 is not a sha256 hex digest: {sha256!r}")
+        return Recipe(
+            path=path,
+            name=upstream["name"],
+            version=upstream["version"],
+            sha256=sha256,
+            url=upstream["url"],
+            build_number=int(build["number"]),
+            series_sha256=build["series-sha256"],
+            patches_dir=path.parent / patches["directory"],
+            series_file=path.parent / patches["series"],
+        )
+    except KeyError as exc:
+        raise ForkError(f"{path}: missing key {exc}") from None
+
+
+def series_digest(patches_dir: Path, series: list[str]) -> str:
+    """sha256 over the ordered patch names and contents: what the build number tracks."""
+    digest = hashlib.sha256()
+    for name in series:
+        digest.update(name.encode() + b"\0")
+        digest.update(hashlib.sha256((patches_dir / name).read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def write_build(recipe: Recipe, number: int, series_sha256: str) -> None:
+    """Rewrite the [build] values in place, keeping the file's comments and layout."""
+    text = recipe.path.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^number = \d+$", f"number = {number}", text, count=1)
+    text = re.sub(r'(?m)^series-sha256 = "[0-9a-f]*"$', f'series-sha256 = "{series_sha256}"', text, count=1)
+    recipe.path.write_text(text, encoding="utf-8")

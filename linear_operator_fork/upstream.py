@@ -1,0 +1,120 @@
+"""The pinned upstream release: fetch its sdist through pip, verify its sha256, unpack it.
+
+The archive comes from, in this order:
+
+1. ``$LINEAR_OPERATOR_FORK_SDIST`` (a local archive, for offline builds);
+2. the cache ``build/cache/<name>-<version>.tar.gz``;
+3. ``pip download`` from whatever package index pip is configured to use.
+
+Whatever its source, an archive whose sha256 differs from the recipe's is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+from linear_operator_fork.recipe import BUILD_DIR, ForkError, Recipe
+
+SDIST_ENV = "LINEAR_OPERATOR_FORK_SDIST"
+
+
+class HashMismatch(ForkError):
+    pass
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, expected: str) -> None:
+    actual = sha256_of(path)
+    if actual != expected:
+        raise HashMismatch(
+            f"sha256 mismatch for {path}:\n"
+            f"  expected sha256 {expected}\n"
+            f"  actual   sha256 {actual}\n"
+            "The archive is not the pinned upstream release; nothing was built."
+        )
+
+
+def archive(recipe: Recipe, cache_dir: Path | None = None) -> Path:
+    """Path of the verified upstream sdist, downloading it into the cache if needed."""
+    local = os.environ.get(SDIST_ENV)
+    if local:
+        path = Path(local).expanduser()
+        if not path.is_file():
+            raise ForkError(f"{SDIST_ENV}={local}: no such file")
+        verify(path, recipe.sha256)
+        return path
+    cache_dir = cache_dir or BUILD_DIR / "cache"
+    cached = cache_dir / recipe.archive_name
+    if cached.is_file():
+        try:
+            verify(cached, recipe.sha256)
+            return cached
+        except HashMismatch:
+            cached.unlink()  # a stale or broken download: fetch it again, and verify that
+    _download(recipe, cached)
+    verify(cached, recipe.sha256)
+    return cached
+
+
+def _download(recipe: Recipe, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        command = [
+            sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+            "--no-binary", ":all:", "--dest", tmp, f"{recipe.name}=={recipe.version}",
+        ]  # fmt: skip
+        print(f"linear_operator_fork: downloading {recipe.name}=={recipe.version} sdist with pip", file=sys.stderr)
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ForkError(
+                f"pip could not download {recipe.name}=={recipe.version} (exit {result.returncode}).\n"
+                f"{result.stderr.strip()}\n"
+                f"For an offline build set {SDIST_ENV} to a local copy of {recipe.archive_name}."
+            )
+        found = sorted(Path(tmp).glob(f"{recipe.name}-{recipe.version}.tar.gz"))
+        if not found:
+            got = ", ".join(p.name for p in Path(tmp).iterdir()) or "nothing"
+            raise ForkError(f"pip download gave {got}, not {recipe.archive_name}")
+        shutil.move(str(found[0]), target)
+
+
+def unpack(archive_path: Path, destination: Path) -> Path:
+    """Unpack the sdist's single top-level folder into ``destination`` (which must not exist)."""
+    if destination.exists():
+        raise ForkError(f"{destination} exists already")
+    with tempfile.TemporaryDirectory(dir=destination.parent) as tmp:
+        with tarfile.open(archive_path, "r:gz") as tar:
+            tops = {member.name.split("/", 1)[0] for member in tar.getmembers()}
+            if len(tops) != 1:
+                raise ForkError(f"{archive_path}: expected one top-level folder, found {sorted(tops)}")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(tmp, filter="data")
+            else:  # pragma: no cover - Python without PEP 706
+                tar.extractall(tmp)
+        shutil.move(str(Path(tmp) / tops.pop()), destination)
+    return destination
+
+
+def pristine_tree(recipe: Recipe, cache_dir: Path | None = None) -> Path:
+    """A read-only-by-convention unpacked copy of the verified archive, cached by its sha256."""
+    path = archive(recipe, cache_dir)
+    root = (cache_dir or BUILD_DIR / "cache") / f"{recipe.name}-{recipe.version}-{recipe.sha256[:12]}"
+    if not (root / "PKG-INFO").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        root.parent.mkdir(parents=True, exist_ok=True)
+        unpack(path, root)
+    return root
