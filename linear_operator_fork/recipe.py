@@ -23,6 +23,19 @@ class ForkError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Pin:
+    """A released sdist pinned by version and sha256."""
+
+    name: str
+    version: str
+    sha256: str
+
+    @property
+    def archive_name(self) -> str:
+        return f"{self.name}-{self.version}.tar.gz"
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: Path
     name: str
@@ -33,6 +46,7 @@ class Recipe:
     series_sha256: str
     patches_dir: Path
     series_file: Path
+    downstream: Pin
 
     @property
     def fork_version(self) -> str:
@@ -51,10 +65,8 @@ def load(path: Path = RECIPE) -> Recipe:
     except tomllib.TOMLDecodeError as exc:
         raise ForkError(f"{path}: not valid TOML: {exc}") from None
     try:
-        upstream, build, patches = data["upstream"], data["build"], data["patches"]
-        sha256 = upstream["sha256"].lower()
-        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            raise ForkError(f"{path}: upstream.sha256 is not a sha256 hex digest: {sha256!r}")
+        upstream, build, patches, downstream = data["upstream"], data["build"], data["patches"], data["downstream"]
+        sha256 = _digest(path, "upstream", upstream["sha256"])
         return Recipe(
             path=path,
             name=upstream["name"],
@@ -65,9 +77,19 @@ def load(path: Path = RECIPE) -> Recipe:
             series_sha256=build["series-sha256"],
             patches_dir=path.parent / patches["directory"],
             series_file=path.parent / patches["series"],
+            downstream=Pin(
+                downstream["name"], downstream["version"], _digest(path, "downstream", downstream["sha256"])
+            ),
         )
     except KeyError as exc:
         raise ForkError(f"{path}: missing key {exc}") from None
+
+
+def _digest(path: Path, table: str, value: str) -> str:
+    value = value.lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ForkError(f"{path}: {table}.sha256 is not a sha256 hex digest: {value!r}")
+    return value
 
 
 def series_digest(patches_dir: Path, series: list[str]) -> str:

@@ -2,7 +2,8 @@
 
 The archive comes from, in this order:
 
-1. ``$LINEAR_OPERATOR_FORK_SDIST`` (a local archive, for offline builds);
+1. ``$LINEAR_OPERATOR_FORK_SDIST`` (a local archive, for offline builds; for another pinned
+   release such as gpytorch: ``$LINEAR_OPERATOR_FORK_GPYTORCH_SDIST``);
 2. the cache ``build/cache/<name>-<version>.tar.gz``;
 3. ``pip download`` from whatever package index pip is configured to use.
 
@@ -20,9 +21,10 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from linear_operator_fork.recipe import BUILD_DIR, ForkError, Recipe
+from linear_operator_fork.recipe import BUILD_DIR, ForkError, Pin, Recipe
 
 SDIST_ENV = "LINEAR_OPERATOR_FORK_SDIST"
+Pinned = Pin | Recipe  # anything with name, version, sha256 and archive_name
 
 
 class HashMismatch(ForkError):
@@ -48,13 +50,18 @@ def verify(path: Path, expected: str) -> None:
         )
 
 
-def archive(recipe: Recipe, cache_dir: Path | None = None) -> Path:
-    """Path of the verified upstream sdist, downloading it into the cache if needed."""
-    local = os.environ.get(SDIST_ENV)
+def local_archive_env(pin: Pinned) -> str:
+    return SDIST_ENV if pin.name == "linear_operator" else f"LINEAR_OPERATOR_FORK_{pin.name.upper()}_SDIST"
+
+
+def archive(recipe: Pinned, cache_dir: Path | None = None) -> Path:
+    """Path of the verified sdist, downloading it into the cache if needed."""
+    variable = local_archive_env(recipe)
+    local = os.environ.get(variable)
     if local:
         path = Path(local).expanduser()
         if not path.is_file():
-            raise ForkError(f"{SDIST_ENV}={local}: no such file")
+            raise ForkError(f"{variable}={local}: no such file")
         verify(path, recipe.sha256)
         return path
     cache_dir = cache_dir or BUILD_DIR / "cache"
@@ -70,7 +77,7 @@ def archive(recipe: Recipe, cache_dir: Path | None = None) -> Path:
     return cached
 
 
-def _download(recipe: Recipe, target: Path) -> None:
+def _download(recipe: Pinned, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         command = [
@@ -83,7 +90,7 @@ def _download(recipe: Recipe, target: Path) -> None:
             raise ForkError(
                 f"pip could not download {recipe.name}=={recipe.version} (exit {result.returncode}).\n"
                 f"{result.stderr.strip()}\n"
-                f"For an offline build set {SDIST_ENV} to a local copy of {recipe.archive_name}."
+                f"For an offline build set {local_archive_env(recipe)} to a local copy of {recipe.archive_name}."
             )
         found = sorted(Path(tmp).glob(f"{recipe.name}-{recipe.version}.tar.gz"))
         if not found:
@@ -109,7 +116,7 @@ def unpack(archive_path: Path, destination: Path) -> Path:
     return destination
 
 
-def pristine_tree(recipe: Recipe, cache_dir: Path | None = None) -> Path:
+def pristine_tree(recipe: Pinned, cache_dir: Path | None = None) -> Path:
     """A read-only-by-convention unpacked copy of the verified archive, cached by its sha256."""
     path = archive(recipe, cache_dir)
     root = (cache_dir or BUILD_DIR / "cache") / f"{recipe.name}-{recipe.version}-{recipe.sha256[:12]}"

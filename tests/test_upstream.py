@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from linear_operator_fork import upstream
-from linear_operator_fork.recipe import ForkError, Recipe
+from linear_operator_fork.recipe import ForkError, Pin, Recipe
 
 
 def make_archive(tree: Path, destination: Path) -> Path:
@@ -31,13 +31,14 @@ def tiny_recipe(tmp_path: Path, tiny_upstream: Path) -> tuple[Recipe, Path]:
         series_sha256="",
         patches_dir=tmp_path / "patches",
         series_file=tmp_path / "patches" / "series",
+        downstream=Pin("other", "2.0", "0" * 64),
     )
     return recipe, archive
 
 
 def test_local_archive_accepted_and_unpacked(tmp_path, tiny_recipe, monkeypatch):
     recipe, archive = tiny_recipe
-    monkeypatch.setenv(upstream.SDIST_ENV, str(archive))
+    monkeypatch.setenv(upstream.local_archive_env(recipe), str(archive))
     tree = upstream.pristine_tree(recipe, cache_dir=tmp_path / "cache")
     assert (tree / "tiny" / "other.py").read_text() == "x = 1\ny = 2\nz = 3\n"
 
@@ -46,7 +47,7 @@ def test_tampered_archive_refused_with_both_hashes(tmp_path, tiny_recipe, tiny_u
     recipe, archive = tiny_recipe
     (tiny_upstream / "tiny" / "other.py").write_text("x = 'evil'\n")
     evil = make_archive(tiny_upstream, tmp_path / "evil.tar.gz")
-    monkeypatch.setenv(upstream.SDIST_ENV, str(evil))
+    monkeypatch.setenv(upstream.local_archive_env(recipe), str(evil))
     with pytest.raises(upstream.HashMismatch) as info:
         upstream.pristine_tree(recipe, cache_dir=tmp_path / "cache")
     message = str(info.value)
@@ -57,14 +58,14 @@ def test_tampered_archive_refused_with_both_hashes(tmp_path, tiny_recipe, tiny_u
 
 def test_missing_local_archive_is_named(tmp_path, tiny_recipe, monkeypatch):
     recipe, _ = tiny_recipe
-    monkeypatch.setenv(upstream.SDIST_ENV, str(tmp_path / "nope.tar.gz"))
+    monkeypatch.setenv(upstream.local_archive_env(recipe), str(tmp_path / "nope.tar.gz"))
     with pytest.raises(ForkError, match="nope.tar.gz: no such file"):
         upstream.archive(recipe, cache_dir=tmp_path / "cache")
 
 
 def test_corrupt_cache_is_downloaded_again(tmp_path, tiny_recipe, monkeypatch):
     recipe, archive = tiny_recipe
-    monkeypatch.delenv(upstream.SDIST_ENV, raising=False)
+    monkeypatch.delenv(upstream.local_archive_env(recipe), raising=False)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / recipe.archive_name).write_bytes(b"truncated download")
@@ -84,7 +85,7 @@ def test_corrupt_cache_is_downloaded_again(tmp_path, tiny_recipe, monkeypatch):
 
 def test_download_that_does_not_match_is_refused(tmp_path, tiny_recipe, monkeypatch):
     recipe, _ = tiny_recipe
-    monkeypatch.delenv(upstream.SDIST_ENV, raising=False)
+    monkeypatch.delenv(upstream.local_archive_env(recipe), raising=False)
 
     def fake_download(rec, target):
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +107,7 @@ def test_archive_with_two_top_folders_refused(tmp_path, tiny_recipe, monkeypatch
         tar.add(tmp_path / "a", arcname="a")
         tar.add(tmp_path / "b", arcname="b")
     odd_recipe = dataclasses.replace(recipe, sha256=upstream.sha256_of(odd))
-    monkeypatch.setenv(upstream.SDIST_ENV, str(odd))
+    monkeypatch.setenv(upstream.local_archive_env(recipe), str(odd))
     with pytest.raises(ForkError, match="one top-level folder"):
         upstream.pristine_tree(odd_recipe, cache_dir=tmp_path / "cache")
 
