@@ -4,8 +4,12 @@ Every session that runs code against linear_operator installs a *variant* (``sto
 pinned upstream release from the package index; ``fork``: the wheel built from this
 repository) into its own fresh virtual environment: no source tree is ever put on sys.path.
 
-The torch requirement comes from ``$LINEAR_OPERATOR_FORK_TORCH`` (default ``torch==2.13.0``).
-On GitHub the CPU index is passed with ``PIP_EXTRA_INDEX_URL``/``PIP_INDEX_URL``.
+Environment:
+- ``LINEAR_OPERATOR_FORK_TORCH``: torch requirement (default ``torch==2.13.0``; on GitHub the CPU
+  index is passed with ``PIP_EXTRA_INDEX_URL``);
+- ``LINEAR_OPERATOR_FORK_STOCK``: stock release compared (default: the pinned one);
+- ``LINEAR_OPERATOR_FORK_STOCK_CASE_C``: stock release also run on case c (default 0.6.0, the thread's);
+- ``LINEAR_OPERATOR_FORK_DEVICE``: ``cpu`` (default) or ``cuda`` for the large-M cases.
 """
 
 from __future__ import annotations
@@ -16,17 +20,23 @@ from pathlib import Path
 
 import nox
 
+from linear_operator_fork import build as fork_build
 from linear_operator_fork import recipe as fork_recipe
+from linear_operator_fork import upstream as fork_upstream
 
 nox.options.sessions = ["patches", "tests", "lint"]
 nox.options.reuse_existing_virtualenvs = False
 
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / "dist"
+VERIFY = ROOT / "build" / "verify"
 RECIPE = fork_recipe.load()
 TORCH = os.environ.get("LINEAR_OPERATOR_FORK_TORCH", "torch==2.13.0")
 GPYTORCH = os.environ.get("LINEAR_OPERATOR_FORK_GPYTORCH", "gpytorch==1.15.2")
 VARIANTS = ["stock", "fork"]
+STOCK = os.environ.get("LINEAR_OPERATOR_FORK_STOCK", RECIPE.version)  # stock release under comparison
+STOCK_CASE_C = os.environ.get("LINEAR_OPERATOR_FORK_STOCK_CASE_C", "0.6.0")  # the thread's release, for case c
+DEVICE = os.environ.get("LINEAR_OPERATOR_FORK_DEVICE", "cpu")  # cpu or cuda, for the large-M cases
 
 
 def build_wheel(session: nox.Session, variant: str) -> Path:
@@ -37,7 +47,7 @@ def build_wheel(session: nox.Session, variant: str) -> Path:
     if variant == "fork":
         session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), str(ROOT))
     elif variant == "stock":
-        requirement = f"{RECIPE.name}=={RECIPE.version}"
+        requirement = f"{RECIPE.name}=={STOCK}"
         session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), requirement)
     else:
         session.error(f"unknown variant {variant!r}: expected one of {VARIANTS}")
@@ -83,6 +93,73 @@ def tests(session: nox.Session, variant: str) -> None:
     wheel = install_variant(session, variant, GPYTORCH, "pytest")
     env = {"LINEAR_OPERATOR_FORK_WHEEL": str(wheel), "LINEAR_OPERATOR_FORK_VARIANT": variant}
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]), env=env)
+
+
+def record_path(name: str, variant: str) -> Path:
+    return VERIFY / "records" / f"{name}-{variant}.json"
+
+
+@nox.session
+@nox.parametrize("variant", VARIANTS)
+def upstream(session: nox.Session, variant: str) -> None:
+    """linear_operator's own test suite (test/ of the sdist; for the fork, of the patched tree)."""
+    install_variant(session, variant, "pytest")
+    tree = fork_build.patched_tree() if variant == "fork" else fork_upstream.pristine_tree(RECIPE)
+    run_suite(session, "upstream-suite", variant, tree / "test")
+
+
+@nox.session
+@nox.parametrize("variant", VARIANTS)
+def gpytorch(session: nox.Session, variant: str) -> None:
+    """gpytorch's test suite (test/ of its pinned sdist) against the variant."""
+    install_variant(session, variant, f"{RECIPE.downstream.name}=={RECIPE.downstream.version}", "pytest")
+    run_suite(session, "gpytorch-suite", variant, fork_upstream.pristine_tree(RECIPE.downstream) / "test")
+
+
+def run_suite(session: nox.Session, suite: str, variant: str, tests_dir: Path) -> None:
+    out = record_path(suite, variant)
+    session.run(
+        "python", "-m", "linear_operator_fork.suites", "--suite", suite, "--variant", variant,
+        "--tests", str(tests_dir), "--out", str(out), "--", *session.posargs,
+    )  # fmt: skip
+
+
+@nox.session
+@nox.parametrize("variant", VARIANTS)
+def cases(session: nox.Session, variant: str) -> None:
+    """The large-M cases, each in its own memory-capped subprocess (fork also runs the plain-torch reference)."""
+    install_variant(session, variant, GPYTORCH)
+    runs = [(variant, ["--sweep"])]
+    if variant == "fork":
+        runs.append(("reference", ["--sweep"]))
+    if variant == "stock" and STOCK_CASE_C != STOCK:
+        site = VERIFY / f"site-stock-{STOCK_CASE_C}"
+        shutil.rmtree(site, ignore_errors=True)
+        session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
+                    f"{RECIPE.name}=={STOCK_CASE_C}")  # fmt: skip
+        runs.append((f"stock-{STOCK_CASE_C}", ["--pythonpath", str(site), "--cases", "c"]))
+    for name, extra in runs:
+        session.run(
+            "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--device", DEVICE,
+            "--size", DEVICE, "--out", str(record_path("cases", name)), *extra, *session.posargs,
+        )  # fmt: skip
+
+
+@nox.session(venv_backend="none")
+def verify(session: nox.Session) -> None:
+    """The main job: suites and large-M cases on stock and fork, then the side-by-side report."""
+    shutil.rmtree(VERIFY / "records", ignore_errors=True)
+    for name in ("upstream", "gpytorch", "cases"):
+        for variant in VARIANTS:
+            session.notify(f"{name}(variant='{variant}')")
+    session.notify("report")
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """Merge build/verify/records into results.json, report.md and the plots; fail on any fork regression."""
+    session.install("matplotlib")
+    session.run("python", "-m", "linear_operator_fork.compare", str(VERIFY))
 
 
 @nox.session

@@ -1,0 +1,247 @@
+"""Stock vs fork, side by side: merge the verify records into ``results.json``, ``report.md`` and plots.
+
+    python -m linear_operator_fork.compare build/verify
+
+Reads every ``records/*.json`` (``{"records": [...]}``, written by the suite and case sessions),
+writes ``results.json`` (all records under ``"records"``), ``report.md`` and, when matplotlib is
+installed, ``peak_memory.png`` and ``time.png`` (case a swept over N, log scale). Exits 1 when the
+fork regresses: a fork case that is not ok, a suite test that fails on the fork, fewer fork passes
+than stock, or a fork loss that departs from the plain-torch reference beyond the tolerance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+SUITES = ("upstream-suite", "gpytorch-suite")
+TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
+GIB = 1024**3
+
+
+def load_records(folder: Path) -> list[dict]:
+    records = []
+    for path in sorted((folder / "records").glob("*.json")):
+        try:
+            records.extend(json.loads(path.read_text())["records"])
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise SystemExit(f"error: {path} is not a records file ({exc})") from None
+    return records
+
+
+def params_key(record: dict) -> str:
+    params = record.get("params") or {}
+    shown = {k: params[k] for k in ("N", "n", "m", "dtype", "layout") if k in params}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def gib(value: float | None) -> str:
+    return "" if value is None else f"{value / GIB:.2f}"
+
+
+def seconds(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def cell(record: dict | None) -> str:
+    if record is None:
+        return "—"
+    if record["status"] == "ok":
+        return f"ok, {seconds(record.get('seconds'))} s, {gib(record.get('peak_bytes'))} GiB"
+    return (
+        f"**{record['status']}** ({gib(record.get('peak_bytes'))} GiB)"
+        if record.get("peak_bytes")
+        else (f"**{record['status']}**")
+    )
+
+
+def relative_difference(a: Iterable[float], b: Iterable[float]) -> float:
+    a, b = list(a), list(b)
+    if not a or len(a) != len(b):
+        return float("inf")
+    pairs = zip(a, b, strict=True)
+    return max(abs(x - y) / max(abs(y), 1e-30) for x, y in pairs)
+
+
+def case_rows(records: list[dict]) -> tuple[list[str], dict[tuple[str, str, str], dict[str, dict]]]:
+    """Variants in display order, and (case, device, params) -> variant -> record."""
+    rows: dict[tuple[str, str, str], dict[str, dict]] = {}
+    variants: list[str] = []
+    for record in records:
+        if record["case"] in SUITES:
+            continue
+        device = "cuda" if str(record.get("device", "cpu")).lower() not in ("cpu",) else "cpu"
+        key = (record["case"], device, params_key(record))
+        rows.setdefault(key, {})[record["variant"]] = record
+        if record["variant"] not in variants:
+            variants.append(record["variant"])
+    order = {"stock": 0, "fork": 2, "reference": 3}
+    variants.sort(key=lambda v: (order.get(v, 1), v))
+    return variants, rows
+
+
+def verdicts(records: list[dict]) -> tuple[list[str], list[str]]:
+    """(problems that fail the run, facts worth stating)."""
+    problems, facts = [], []
+    suites = {(r["case"], r["variant"]): r for r in records if r["case"] in SUITES}
+    for suite in SUITES:
+        stock, fork = suites.get((suite, "stock")), suites.get((suite, "fork"))
+        if fork is None:
+            problems.append(f"{suite}: no record for the fork (did its session run?)")
+            continue
+        if fork["failed"]:
+            new = sorted(set(fork.get("failures", [])) - set((stock or {}).get("failures", [])))
+            problems.append(f"{suite}: {fork['failed']} failing on the fork ({len(new)} not failing on stock)")
+        if stock is not None:
+            if fork["passed"] < stock["passed"]:
+                problems.append(f"{suite}: fork passes {fork['passed']}, fewer than stock's {stock['passed']}")
+            else:
+                facts.append(f"{suite}: fork {fork['passed']} passed vs stock {stock['passed']}, no regression")
+    variants, rows = case_rows(records)
+    if "fork" not in variants:
+        problems.append("large-M cases: no record for the fork (did `cases(variant='fork')` run?)")
+    stock_failures = 0
+    for (case, device, params), by_variant in sorted(rows.items()):
+        fork = by_variant.get("fork")
+        label = f"case {case} [{device}] {params}"
+        if fork is not None and fork["status"] not in ("ok", "skipped"):
+            problems.append(f"{label}: fork {fork['status']}: {fork.get('message', '')}")
+        for name, record in by_variant.items():
+            if name.startswith("stock") and record["status"] in ("oom", "limit", "error"):
+                stock_failures += 1
+                facts.append(f"{label}: {name} {record['status']} ({record.get('message', '')[:120]})")
+        reference = by_variant.get("reference")
+        if fork and reference and fork["status"] == reference["status"] == "ok":
+            dtype = (fork.get("params") or {}).get("dtype", "float32")
+            diff = relative_difference(fork.get("losses", []), reference.get("losses", []))
+            if diff > TOLERANCE.get(dtype, 1e-4):
+                problems.append(f"{label}: fork loss departs from the reference by {diff:.2e} (relative)")
+    facts.append(f"stock failed (oom/limit/error) on {stock_failures} case run(s)")
+    return problems, facts
+
+
+def markdown(records: list[dict], problems: list[str], facts: list[str], plots: list[str]) -> str:
+    lines = ["# Verify report: stock vs fork", ""]
+    lines.append(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+                 f"{platform.machine()} ({platform.system()}), Python {platform.python_version()}.")  # fmt: skip
+    versions = sorted({f"{r['variant']}: linear_operator {r['version']}" for r in records if r.get("version")})
+    lines += ["", *[f"- {v}" for v in versions], ""]
+    lines += ["## Verdict", ""]
+    lines += [f"- FAIL: {p}" for p in problems] or ["- the fork regresses nowhere"]
+    lines += [f"- {f}" for f in facts]
+    lines += [
+        "",
+        "## Test suites",
+        "",
+        "| suite | variant | passed | failed | skipped | seconds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        if r["case"] in SUITES:
+            lines.append(
+                f"| {r['case']} | {r['variant']} | {r['passed']} | {r['failed']} | {r['skipped']} | "
+                f"{seconds(r.get('seconds'))} |"
+            )
+    variants, rows = case_rows(records)
+    lines += [
+        "",
+        "## Large-M cases",
+        "",
+        "Each cell: status, seconds, peak memory (CPU: peak RSS; CUDA: peak allocated).",
+        "",
+    ]
+    lines.append("| case | device | parameters | " + " | ".join(variants) + " |")
+    lines.append("|---|---|---|" + "---|" * len(variants))
+    for (case, device, params), by_variant in sorted(rows.items()):
+        cells = " | ".join(cell(by_variant.get(v)) for v in variants)
+        lines.append(f"| {case} | {device} | {params} | {cells} |")
+    messages = [r for r in records if r["case"] not in SUITES and r["status"] != "ok" and r.get("message")]
+    if messages:
+        lines += ["", "### Messages", ""]
+        lines += [
+            f"- case {r['case']} {params_key(r)} {r['variant']} ({r['status']}): {r['message'][:300]}" for r in messages
+        ]
+    if plots:
+        lines += ["", "## Case a swept over N", ""] + [f"![{p}]({p})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def plot(records: list[dict], folder: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plots", file=sys.stderr)
+        return []
+    sweep = [
+        r
+        for r in records
+        if r["case"] == "a" and str(r.get("device", "cpu")) == "cpu" and "N" in (r.get("params") or {})
+    ]
+    written = []
+    for field, name, label in (
+        ("peak_bytes", "peak_memory.png", "peak memory (GiB)"),
+        ("seconds", "time.png", "seconds"),
+    ):
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for variant in sorted({r["variant"] for r in sweep}):
+            points = sorted(
+                (r["params"]["N"], r) for r in sweep if r["variant"] == variant and r.get(field) is not None
+            )
+            ok = [(n, r[field] / (GIB if field == "peak_bytes" else 1)) for n, r in points if r["status"] == "ok"]
+            bad = [(n, r[field] / (GIB if field == "peak_bytes" else 1)) for n, r in points if r["status"] != "ok"]
+            if ok:
+                (line,) = axes.plot(*zip(*ok, strict=True), marker="o", label=variant)
+                color = line.get_color()
+            else:
+                color = None
+            if bad:
+                axes.plot(*zip(*bad, strict=True), linestyle="none", marker="x", markersize=10, color=color,
+                          label=f"{variant} (failed: oom/limit)")  # fmt: skip
+        axes.set_xscale("log")
+        axes.set_yscale("log")
+        axes.set_xlabel("N (rows of the sparse L)")
+        axes.set_ylabel(label)
+        axes.set_title(f"case a: {label} against N")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=120)
+        plt.close(figure)
+        written.append(name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m linear_operator_fork.compare", description=__doc__)
+    parser.add_argument("folder", type=Path, help="the verify folder holding records/")
+    args = parser.parse_args(argv)
+    records = load_records(args.folder)
+    if not records:
+        print(f"error: no records under {args.folder / 'records'}: run `nox -s verify`", file=sys.stderr)
+        return 1
+    problems, facts = verdicts(records)
+    plots = plot(records, args.folder)
+    results = {
+        "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "problems": problems,
+        "records": records,
+    }
+    (args.folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    report = markdown(records, problems, facts, plots)
+    (args.folder / "report.md").write_text(report)
+    print(report)
+    print(f"wrote {args.folder / 'results.json'}, {args.folder / 'report.md'}" + "".join(f", {p}" for p in plots))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
