@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import nox
 
+# `nox` (the console script) does not put the noxfile's folder on sys.path; our tooling lives there.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linear_operator_fork import build as fork_build
 from linear_operator_fork import recipe as fork_recipe
 from linear_operator_fork import upstream as fork_upstream
@@ -83,6 +86,7 @@ def patches(session: nox.Session) -> None:
     """The series applies to the pinned release without fuzz and exports identically."""
     if RECIPE.path.parent != ROOT:
         session.error("run nox from the repository root")
+    session.install("tomli; python_version < '3.11'")
     session.run("python", "-m", "linear_operator_fork", "check")
 
 
@@ -90,7 +94,10 @@ def patches(session: nox.Session) -> None:
 @nox.parametrize("variant", ["fork"])
 def tests(session: nox.Session, variant: str) -> None:
     """Our pytest suite (tests/) against the installed fork wheel, with gpytorch installed after it."""
-    wheel = install_variant(session, variant, GPYTORCH, "pytest")
+    from linear_operator_fork import pr as fork_pr
+
+    # upstream's pinned lint tools too, so that tests/test_pr.py runs the real upstream lint
+    wheel = install_variant(session, variant, GPYTORCH, "pytest", *fork_pr.LINT_REQUIREMENTS)
     env = {"LINEAR_OPERATOR_FORK_WHEEL": str(wheel), "LINEAR_OPERATOR_FORK_VARIANT": variant}
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]), env=env)
 
@@ -164,7 +171,48 @@ def report(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on our own code (upstream's lint runs on the patched tree in the `pr` workflow)."""
-    session.install("ruff")
+    """ruff on our code; actionlint and zizmor on .github/workflows (upstream's lint: `nox -s pr -- --lint-only`)."""
+    from linear_operator_fork import workflows as fork_workflows
+
+    session.install("ruff", fork_workflows.ZIZMOR, "tomli; python_version < '3.11'")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("python", "-m", "linear_operator_fork.workflows", "lint")
+
+
+# --- the upstream pull request and upstream's main (issue 5; .github/workflows/) ----------------------------------
+
+
+@nox.session
+def pr(session: nox.Session) -> None:
+    """build/pr/: the series as branch + bundle, PR_DESCRIPTION.md from the last verify, upstream's lint (lint.txt).
+
+    nox -s pr [-- --upstream-git URL --ref REF]   (default base: the pinned release's sdist, offline)
+    nox -s pr -- --lint-only                      (upstream's flake8/ufmt on the patched files alone: build/pr-lint/)
+    """
+    from linear_operator_fork import pr as fork_pr
+
+    session.install(*fork_pr.LINT_REQUIREMENTS, "tomli; python_version < '3.11'")
+    session.run("python", "-m", "linear_operator_fork", "pr", *session.posargs)
+
+
+@nox.session
+def upstream_main(session: nox.Session) -> None:
+    """Upstream's suite on an upstream git checkout carrying the series; fails on any failing test.
+
+    nox -s upstream_main -- DIR [PYTEST_ARGS], after `python -m linear_operator_fork apply DIR` (upstream-main.yml).
+    """
+    if not session.posargs:
+        session.error("usage: nox -s upstream_main -- DIR [pytest args] (DIR: upstream checkout, series applied)")
+    checkout, pytest_args = Path(session.posargs[0]).resolve(), session.posargs[1:]
+    if not (checkout / "test").is_dir():
+        session.error(f"{checkout} has no test/ folder: is it a git checkout of upstream linear_operator?")
+    records = ROOT / "build" / "upstream-main" / "records"
+    session.install(TORCH)
+    session.install(str(checkout), "pytest", "tomli; python_version < '3.11'")
+    session.run(
+        "python", "-m", "linear_operator_fork.suites", "--suite", "upstream-suite", "--variant", "main",
+        "--tests", str(checkout / "test"), "--out", str(records / "upstream-suite-main.json"), "--", *pytest_args,
+    )  # fmt: skip
+    gate = ["python", "-m", "linear_operator_fork.workflows", "gate", "upstream-suite", "--fork", "main"]
+    session.run(*gate, "--records", str(records))

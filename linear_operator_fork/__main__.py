@@ -1,4 +1,4 @@
-"""Command line: ``python -m linear_operator_fork {fetch,checkout,export,check,tree}``."""
+"""Command line: ``python -m linear_operator_fork {fetch,checkout,export,check,tree,apply,pr}``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from linear_operator_fork import build, queue, recipe, upstream
+from linear_operator_fork import build, pr, queue, recipe, upstream
 from linear_operator_fork.recipe import BUILD_DIR, ForkError
 
 DEFAULT_CHECKOUT = BUILD_DIR / "checkout"
@@ -71,6 +71,10 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="the series applies without fuzz and the export round-trips")
     sub = commands.add_parser("tree", help="write the patched source tree the wheel is built from")
     sub.add_argument("dir", nargs="?", default=None)
+    sub = commands.add_parser("apply", help="git am the series onto a git checkout of upstream (e.g. its main)")
+    pr.add_apply_arguments(sub)
+    sub = commands.add_parser("pr", help="build/pr/: branch + bundle, PR_DESCRIPTION.md, upstream's lint")
+    pr.add_pr_arguments(sub)
     return main
 
 
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         "export": cmd_export,
         "check": cmd_check,
         "tree": cmd_tree,
+        "apply": pr.run_apply,
+        "pr": pr.run_pr,
     }[args.command]
     try:
         handler(args)
