@@ -9,7 +9,8 @@ Environment:
   index is passed with ``PIP_EXTRA_INDEX_URL``);
 - ``LINEAR_OPERATOR_FORK_STOCK``: stock release compared (default: the pinned one);
 - ``LINEAR_OPERATOR_FORK_STOCK_CASE_C``: stock release also run on case c (default 0.6.0, the thread's);
-- ``LINEAR_OPERATOR_FORK_DEVICE``: ``cpu`` (default) or ``cuda`` for the large-M cases.
+- ``LINEAR_OPERATOR_FORK_DEVICES``: devices of the large-M cases, at their sizes (default ``cpu,cuda``;
+  without a GPU the cuda cases are recorded as skipped).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ GPYTORCH = os.environ.get("LINEAR_OPERATOR_FORK_GPYTORCH", "gpytorch==1.15.2")
 VARIANTS = ["stock", "fork"]
 STOCK = os.environ.get("LINEAR_OPERATOR_FORK_STOCK", RECIPE.version)  # stock release under comparison
 STOCK_CASE_C = os.environ.get("LINEAR_OPERATOR_FORK_STOCK_CASE_C", "0.6.0")  # the thread's release, for case c
-DEVICE = os.environ.get("LINEAR_OPERATOR_FORK_DEVICE", "cpu")  # cpu or cuda, for the large-M cases
+# Devices for the large-M cases; without a GPU the cuda runs are recorded as skipped, visibly.
+DEVICES = os.environ.get("LINEAR_OPERATOR_FORK_DEVICES", "cpu,cuda").split(",")
 
 
 def build_wheel(session: nox.Session, variant: str) -> Path:
@@ -138,18 +140,22 @@ def cases(session: nox.Session, variant: str) -> None:
     install_variant(session, variant, GPYTORCH)
     runs = [(variant, ["--sweep"])]
     if variant == "fork":
-        runs.append(("reference", ["--sweep"]))
+        runs.append(("reference", ["--sweep", "--cases", "a,b"]))
     if variant == "stock" and STOCK_CASE_C != STOCK:
-        site = VERIFY / f"site-stock-{STOCK_CASE_C}"
+        # Not installed into the venv (gpytorch 1.15.2 requires linear_operator>=0.6.1): a --target folder that
+        # the case's subprocess puts first on PYTHONPATH, with 0.6.0's own extra dependencies.
+        site = Path(session.virtualenv.location) / f"site-stock-{STOCK_CASE_C}"  # outside build/: installed code
         shutil.rmtree(site, ignore_errors=True)
         session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-                    f"{RECIPE.name}=={STOCK_CASE_C}")  # fmt: skip
+                    f"{RECIPE.name}=={STOCK_CASE_C}", "jaxtyping", "wadler_lindig")  # fmt: skip
         runs.append((f"stock-{STOCK_CASE_C}", ["--pythonpath", str(site), "--cases", "c"]))
-    for name, extra in runs:
-        session.run(
-            "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--device", DEVICE,
-            "--size", DEVICE, "--out", str(record_path("cases", name)), *extra, *session.posargs,
-        )  # fmt: skip
+    for device in DEVICES:
+        for name, extra in runs:
+            out = record_path(f"cases-{device}", name)
+            session.run(
+                "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--device", device,
+                "--size", device, "--out", str(out), *extra, *session.posargs,
+            )  # fmt: skip
 
 
 @nox.session(venv_backend="none")

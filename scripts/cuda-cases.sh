@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The large-M cases on a CUDA machine without a package index: one command.
+#
+#   scripts/cuda-cases.sh WHEELDIR OUTDIR
+#
+# WHEELDIR holds the three linear_operator wheels, told apart by their names:
+#   stock 0.6.1  linear_operator-0.6.1-py3-none-any.whl
+#   stock 0.6.0  linear_operator-0.6-py3-none-any.whl (or -0.6.0-)
+#   fork         linear_operator-0.6.1+fork.N-py3-none-any.whl
+# and every other wheel they need that the machine lacks: gpytorch and its dependencies (jaxtyping and
+# wadler_lindig for 0.6.0; scipy, scikit-learn, mpmath if absent). torch must already be installed.
+# Each linear_operator goes into OUTDIR/site-<variant>, the other wheels into OUTDIR/site-common (pip install
+# --no-index --no-deps --target); the cases run from this checkout on cuda and write OUTDIR/records-<variant>.json.
+# Environment: PYTHON (default python3), TIMEOUT seconds per case (default 900).
+set -euo pipefail
+if [ $# -ne 2 ] || [ ! -d "$1" ]; then
+    echo "usage: $0 WHEELDIR OUTDIR" >&2
+    exit 2
+fi
+wheels=$(cd "$1" && pwd)
+mkdir -p "$2"
+out=$(cd "$2" && pwd)
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+timeout=${TIMEOUT:-900}
+
+one_wheel() {  # the single wheel in WHEELDIR matching one of the globs
+    local found=() glob file
+    for glob in "$@"; do
+        for file in "$wheels"/$glob; do
+            if [ -f "$file" ]; then found+=("$file"); fi
+        done
+    done
+    if [ ${#found[@]} -ne 1 ]; then
+        echo "expected one wheel $* in $wheels, found ${#found[@]}: ${found[*]}" >&2
+        exit 2
+    fi
+    echo "${found[0]}"
+}
+
+install() {  # site name, wheels...
+    local site="$out/site-$1"
+    shift
+    rm -rf "$site"
+    "$py" -m pip install --quiet --no-index --no-deps --target "$site" "$@"
+}
+
+others=()
+for wheel in "$wheels"/*.whl; do
+    [ -f "$wheel" ] || continue
+    case "$(basename "$wheel")" in linear_operator-*) ;; *) others+=("$wheel") ;; esac
+done
+if [ ${#others[@]} -gt 0 ]; then install common "${others[@]}"; else mkdir -p "$out/site-common"; fi
+stock=$(one_wheel 'linear_operator-0.6.1-py3*.whl')
+stock060=$(one_wheel 'linear_operator-0.6-py3*.whl' 'linear_operator-0.6.0-py3*.whl')
+fork=$(one_wheel 'linear_operator-0.6.1+fork.*.whl')
+install stock "$stock"
+install stock-0.6.0 "$stock060"
+install fork "$fork"
+mkdir -p "$out/site-reference"  # the reference imports no linear_operator
+
+run() {  # variant, then extra arguments of `cases run`
+    local variant=$1
+    shift
+    "$py" -m linear_operator_fork.cases run --device cuda --size cuda --timeout "$timeout" --variant "$variant" \
+        --pythonpath "$out/site-$variant:$out/site-common" --out "$out/records-$variant.json" "$@"
+}
+nvidia-smi || true
+run stock --sweep
+run stock-0.6.0 --cases c
+run fork --sweep
+run reference --cases a,b --sweep
+echo "records: $out/records-*.json"

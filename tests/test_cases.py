@@ -1,0 +1,174 @@
+"""The large-M cases and their runner: schema, memory cap, time limit, CUDA skip, fork vs plain-torch reference."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from linear_operator_fork import cases, measure
+
+RECORD_KEYS = {
+    "case",
+    "variant",
+    "version",
+    "file",
+    "device",
+    "status",
+    "peak_bytes",
+    "seconds",
+    "message",
+    "params",
+    "losses",
+    "grads",
+}
+RTOL = {"float32": 1e-4, "float64": 1e-9}
+
+
+def run_cli(tmp_path: Path, *args: str) -> list[dict]:
+    out = tmp_path / "records.json"
+    assert cases.main(["run", *args, "--out", str(out)]) == 0
+    return json.loads(out.read_text())["records"]
+
+
+def assert_agree(result: dict, reference: dict, rtol: float) -> None:
+    """Losses relative to each loss; gradients relative to the largest gradient entry of the reference."""
+    assert len(result["losses"]) == len(reference["losses"]) == cases.STEPS
+    for got, want in zip(result["losses"], reference["losses"], strict=True):
+        assert abs(got - want) <= rtol * abs(want), (result["losses"], reference["losses"])
+    assert result["grads"].keys() == reference["grads"].keys()
+    scale = max(abs(value) for values in reference["grads"].values() for value in values)
+    for name, want in reference["grads"].items():
+        for got_i, want_i in zip(result["grads"][name], want, strict=True):
+            assert abs(got_i - want_i) <= rtol * scale, (name, result["grads"], reference["grads"])
+
+
+@pytest.fixture(scope="module")
+def small_records(installed_wheel, tmp_path_factory) -> dict[tuple[str, str], dict]:
+    """Every case at size `small` on the installed fork, and the reference, through the real runner."""
+    tmp_path = tmp_path_factory.mktemp("small")
+    # One thread: tiny problems are slower with more, and much slower on a busy machine
+    records = run_cli(tmp_path, "--variant", "fork", "--size", "small", "--threads", "1")
+    records += run_cli(tmp_path, "--variant", "reference", "--size", "small", "--cases", "a,b", "--threads", "1")
+    return {(r["variant"], r["case"]): r for r in records}
+
+
+def test_list_names_every_case_and_size(capsys):
+    assert cases.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name, case in cases.CASES.items():
+        assert f"{name}: {case.title}" in out
+    assert "N=1000000 n=500" in out and "m=50" in out
+
+
+@pytest.mark.parametrize("case", cases.DEFAULT_CASES)
+def test_small_case_runs_ok_on_the_installed_fork(small_records, case):
+    import linear_operator
+
+    record = small_records[("fork", case)]
+    assert RECORD_KEYS <= record.keys()
+    assert record["status"] == "ok", record
+    assert record["version"] == linear_operator.__version__
+    assert Path(record["file"]).resolve() == Path(linear_operator.__file__).resolve()
+    assert record["device"] == "cpu" and record["params"]["size"] == "small" and record["threads"] == 1
+    assert record["peak_bytes"] > 0 and record["seconds"] > 0
+    assert len(record["losses"]) == cases.STEPS and all(math.isfinite(loss) for loss in record["losses"])
+    assert record["grads"] and all(isinstance(v, list) for v in record["grads"].values())
+
+
+def test_the_fork_uses_its_own_sparse_linear_operator(small_records):
+    classes = {case: small_records[("fork", case)]["params"]["sparse_class"] for case in ("a", "b", "d")}
+    assert classes == dict.fromkeys(classes, cases.FORK_SPARSE_CLASS), (
+        "the installed linear_operator has no linear_operator.operators.SparseLinearOperator: "
+        "the cases fell back to the thread's class"
+    )
+    assert small_records[("fork", "c")]["params"]["sparse_class"] == cases.THREAD_SPARSE_CLASS
+
+
+@pytest.mark.parametrize("case", ["a", "b"])
+def test_runner_records_of_fork_and_reference_agree(small_records, case):
+    reference = small_records[("reference", case)]
+    assert reference["status"] == "ok" and reference["version"] is None and reference["file"] is None
+    assert_agree(small_records[("fork", case)], reference, RTOL["float32"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+@pytest.mark.parametrize("case", ["a", "b"])
+def test_fork_matches_the_woodbury_reference(installed_wheel, case, layout, dtype):
+    import torch
+
+    params = cases.CASES[case].sizes["small"]
+    data = cases.make_data(params["N"], params["n"], getattr(torch, dtype), "cpu")
+    torch.manual_seed(cases.SEED)
+    result = cases.run_gp(case, data, layout)
+    assert_agree(result, cases.reference_steps(case, data), RTOL[dtype])
+
+
+def test_reference_skips_the_cases_it_does_not_compute(tmp_path):
+    records = run_cli(tmp_path, "--variant", "reference", "--cases", "c,d", "--size", "small")
+    assert [(r["case"], r["status"]) for r in records] == [("c", "skipped"), ("d", "skipped")]
+    assert all("reference computes cases a and b only" in r["message"] for r in records)
+
+
+def test_allocation_beyond_the_cap_is_recorded_as_oom():
+    pytest.importorskip("torch")
+    run = measure.Run("probe", "selftest", {"alloc_gib": 8, "sleep_s": 0}, "cpu")
+    record = measure.run_one(run, pythonpath=None, cap_bytes=2 * 2**30, timeout=120)
+    assert record["status"] == "oom", record
+    assert "can't allocate memory" in record["message"]
+    assert record["peak_bytes"] < 2 * 2**30 and record["params"]["cap_bytes"] == 2 * 2**30
+
+
+def test_torch_that_does_not_fit_under_the_cap_is_oom():
+    pytest.importorskip("torch")
+    run = measure.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 0}, "cpu")
+    record = measure.run_one(run, pythonpath=None, cap_bytes=2**28, timeout=120)  # torch does not even import
+    assert record["status"] == "oom", record
+
+
+@pytest.mark.parametrize(("last_words", "status"), [("MemoryError", "oom"), ("Segmentation fault", "error")])
+def test_a_child_that_dies_without_a_record(tmp_path, last_words, status):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import os, sys\nsys.stderr.write({last_words!r})\nos._exit(3)\n")
+    run = measure.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 0}, "cpu")
+    record = measure.run_one(run, pythonpath=str(site), cap_bytes=None, timeout=120)
+    assert record["status"] == status and record["exit_code"] == 3
+    assert record["message"] == f"child died (exit code 3) without a record: {last_words}"
+
+
+def test_timeout_is_recorded_as_limit():
+    pytest.importorskip("torch")
+    run = measure.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 600}, "cpu")
+    record = measure.run_one(run, pythonpath=None, cap_bytes=None, timeout=4)
+    assert record["status"] == "limit" and "timed out after 4 s" in record["message"]
+    assert record["total_seconds"] < 60
+
+
+def test_cuda_without_a_gpu_gives_skipped_records(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    records = run_cli(tmp_path, "--variant", "fork", "--device", "cuda", "--size", "cuda")
+    assert [r["case"] for r in records] == cases.DEFAULT_CASES
+    assert all(r["status"] == "skipped" and r["message"] == measure.NO_CUDA for r in records)
+    assert measure.NO_CUDA in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--cases", "a,zz"], "zz"),
+        (["--size", "huge"], "huge"),
+        (["--cases", "probe", "--size", "cuda"], "probe"),
+    ],
+)
+def test_bad_case_or_size_is_a_usage_error_naming_it(tmp_path, capsys, args, named):
+    with pytest.raises(SystemExit) as exit_info:
+        cases.main(["run", "--variant", "fork", *args, "--out", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
