@@ -158,6 +158,36 @@ def cases(session: nox.Session, variant: str) -> None:
             )  # fmt: skip
 
 
+@nox.session
+def benchmark(session: nox.Session) -> None:
+    """Cases a and b at CPU size, stock / fork / plain-torch reference side by side, COO and CSR; prints the table.
+
+    Stock gets a larger memory cap here (LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB, default 20) so that its
+    peak is measured rather than cut off. Results: build/benchmark/.
+    """
+    install_variant(session, "fork", GPYTORCH)
+    stock_site = Path(session.virtualenv.location) / "site-stock"
+    shutil.rmtree(stock_site, ignore_errors=True)
+    stock_wheel = build_wheel(session, "stock")
+    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(stock_site), str(stock_wheel))
+    folder = ROOT / "build" / "benchmark"
+    shutil.rmtree(folder, ignore_errors=True)
+    stock_cap = os.environ.get("LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB", "20")
+    variants = {
+        "stock": ["--pythonpath", str(stock_site), "--cap-gib", stock_cap],
+        "fork": [],
+        "reference": [],
+    }
+    for layout in ("coo", "csr"):
+        for name, extra in variants.items():
+            session.run(
+                "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--cases", "a,b",
+                "--size", "cpu", "--layout", layout, "--out", str(folder / "records" / f"{layout}-{name}.json"),
+                *extra, *session.posargs,
+            )  # fmt: skip
+    session.run("python", "-m", "linear_operator_fork.compare", str(folder), "--cases-only")
+
+
 @nox.session(venv_backend="none")
 def verify(session: nox.Session) -> None:
     """The main job: suites and large-M cases on stock and fork, then the side-by-side report."""

@@ -60,6 +60,21 @@ def cell(record: dict | None) -> str:
     )
 
 
+def loss_difference(record: dict | None, reference: dict | None) -> float | None:
+    """Largest relative difference of the per-step losses, when both runs are ok."""
+    if not record or not reference or record["status"] != "ok" or reference["status"] != "ok":
+        return None
+    return relative_difference(record.get("losses", []), reference.get("losses", []))
+
+
+def ratio(numerator: dict | None, denominator: dict | None, field: str) -> str:
+    """numerator/denominator of a field, when both runs are ok; '' otherwise."""
+    if not numerator or not denominator or numerator["status"] != "ok" or denominator["status"] != "ok":
+        return ""
+    a, b = numerator.get(field), denominator.get(field)
+    return f"{a / b:.2f}×" if a and b else ""
+
+
 def relative_difference(a: Iterable[float], b: Iterable[float]) -> float:
     a, b = list(a), list(b)
     if not a or len(a) != len(b):
@@ -68,15 +83,19 @@ def relative_difference(a: Iterable[float], b: Iterable[float]) -> float:
     return max(abs(x - y) / max(abs(y), 1e-30) for x, y in pairs)
 
 
-def case_rows(records: list[dict]) -> tuple[list[str], dict[tuple[str, str, str], dict[str, dict]]]:
-    """Variants in display order, and (case, device, params) -> variant -> record."""
-    rows: dict[tuple[str, str, str], dict[str, dict]] = {}
+RowKey = tuple[str, str, float, str]  # case, device, N (or m), parameters as text: sorts numerically
+
+
+def case_rows(records: list[dict]) -> tuple[list[str], dict[RowKey, dict[str, dict]]]:
+    """Variants in display order, and (case, device, size, params) -> variant -> record."""
+    rows: dict[RowKey, dict[str, dict]] = {}
     variants: list[str] = []
     for record in records:
         if record["case"] in SUITES:
             continue
         device = "cuda" if str(record.get("device", "cpu")).lower() not in ("cpu",) else "cpu"
-        key = (record["case"], device, params_key(record))
+        params = record.get("params") or {}
+        key = (record["case"], device, float(params.get("N", params.get("m", 0))), params_key(record))
         rows.setdefault(key, {})[record["variant"]] = record
         if record["variant"] not in variants:
             variants.append(record["variant"])
@@ -85,12 +104,12 @@ def case_rows(records: list[dict]) -> tuple[list[str], dict[tuple[str, str, str]
     return variants, rows
 
 
-def verdicts(records: list[dict]) -> tuple[list[str], list[str]]:
+def verdicts(records: list[dict], suites: bool = True) -> tuple[list[str], list[str]]:
     """(problems that fail the run, facts worth stating)."""
     problems, facts = [], []
-    suites = {(r["case"], r["variant"]): r for r in records if r["case"] in SUITES}
-    for suite in SUITES:
-        stock, fork = suites.get((suite, "stock")), suites.get((suite, "fork"))
+    by_suite = {(r["case"], r["variant"]): r for r in records if r["case"] in SUITES}
+    for suite in SUITES if suites else ():
+        stock, fork = by_suite.get((suite, "stock")), by_suite.get((suite, "fork"))
         if fork is None:
             problems.append(f"{suite}: no record for the fork (did its session run?)")
             continue
@@ -106,7 +125,7 @@ def verdicts(records: list[dict]) -> tuple[list[str], list[str]]:
     if "fork" not in variants:
         problems.append("large-M cases: no record for the fork (did `cases(variant='fork')` run?)")
     stock_failures = 0
-    for (case, device, params), by_variant in sorted(rows.items()):
+    for (case, device, _, params), by_variant in sorted(rows.items()):
         fork = by_variant.get("fork")
         label = f"case {case} [{device}] {params}"
         if fork is not None and fork["status"] not in ("ok", "skipped"):
@@ -115,12 +134,10 @@ def verdicts(records: list[dict]) -> tuple[list[str], list[str]]:
             if name.startswith("stock") and record["status"] in ("oom", "limit", "error"):
                 stock_failures += 1
                 facts.append(f"{label}: {name} {record['status']} ({record.get('message', '')[:120]})")
-        reference = by_variant.get("reference")
-        if fork and reference and fork["status"] == reference["status"] == "ok":
-            dtype = (fork.get("params") or {}).get("dtype", "float32")
-            diff = relative_difference(fork.get("losses", []), reference.get("losses", []))
-            if diff > TOLERANCE.get(dtype, 1e-4):
-                problems.append(f"{label}: fork loss departs from the reference by {diff:.2e} (relative)")
+        diff = loss_difference(by_variant.get("fork"), by_variant.get("reference"))
+        dtype = ((fork or {}).get("params") or {}).get("dtype", "float32")
+        if diff is not None and diff > TOLERANCE.get(dtype, 1e-4):
+            problems.append(f"{label}: fork loss departs from the reference by {diff:.2e} (relative)")
     facts.append(f"stock failed (oom/limit/error) on {stock_failures} case run(s)")
     return problems, facts
 
@@ -155,12 +172,24 @@ def markdown(records: list[dict], problems: list[str], facts: list[str], plots: 
         "Each cell: status, seconds, peak memory (CPU: peak RSS; CUDA: peak allocated).",
         "",
     ]
-    lines.append("| case | device | parameters | " + " | ".join(variants) + " |")
-    lines.append("|---|---|---|" + "---|" * len(variants))
-    for (case, device, params), by_variant in sorted(rows.items()):
-        cells = " | ".join(cell(by_variant.get(v)) for v in variants)
-        lines.append(f"| {case} | {device} | {params} | {cells} |")
-    messages = [r for r in records if r["case"] not in SUITES and r["status"] != "ok" and r.get("message")]
+    extra = ["stock/fork peak", "fork/ref. time", "fork/ref. peak", "loss vs ref."]
+    lines.append("| case | device | parameters | " + " | ".join(variants + extra) + " |")
+    lines.append("|---|---|---|" + "---|" * (len(variants) + len(extra)))
+    for (case, device, _, params), by_variant in sorted(rows.items()):
+        cells = [cell(by_variant.get(v)) for v in variants]
+        fork, reference = by_variant.get("fork"), by_variant.get("reference")
+        diff = loss_difference(fork, reference)
+        cells += [
+            ratio(by_variant.get("stock"), fork, "peak_bytes"),
+            ratio(fork, reference, "seconds"),
+            ratio(fork, reference, "peak_bytes"),
+            "" if diff is None else f"{diff:.1e}",
+        ]
+        lines.append(f"| {case} | {device} | {params} | {' | '.join(cells)} |")
+    skipped = sorted({r.get("message", "") for r in records if r["status"] == "skipped"})
+    messages = [r for r in records if r["case"] not in SUITES and r["status"] not in ("ok", "skipped")]
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(skipped)]
     if messages:
         lines += ["", "### Messages", ""]
         lines += [
@@ -183,8 +212,13 @@ def plot(records: list[dict], folder: Path) -> list[str]:
     sweep = [
         r
         for r in records
-        if r["case"] == "a" and str(r.get("device", "cpu")) == "cpu" and "N" in (r.get("params") or {})
+        if r["case"] == "a"
+        and str(r.get("device", "cpu")) == "cpu"
+        and "N" in (r.get("params") or {})
+        and r["params"].get("layout", "coo") == "coo"
     ]
+    if len({r["params"]["N"] for r in sweep}) < 2:
+        return []  # no sweep over N among these records
     written = []
     for field, name, label in (
         ("peak_bytes", "peak_memory.png", "peak memory (GiB)"),
@@ -222,12 +256,13 @@ def plot(records: list[dict], folder: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m linear_operator_fork.compare", description=__doc__)
     parser.add_argument("folder", type=Path, help="the verify folder holding records/")
+    parser.add_argument("--cases-only", action="store_true", help="no suite records expected (the benchmark)")
     args = parser.parse_args(argv)
     records = load_records(args.folder)
     if not records:
         print(f"error: no records under {args.folder / 'records'}: run `nox -s verify`", file=sys.stderr)
         return 1
-    problems, facts = verdicts(records)
+    problems, facts = verdicts(records, suites=not args.cases_only)
     plots = plot(records, args.folder)
     results = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
