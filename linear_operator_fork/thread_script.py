@@ -10,6 +10,7 @@ The body of :func:`main` is the thread's script, in order, with these changes on
 - the thread's unused ``import numpy as np`` is dropped, and ``jaxtyping`` (used by the class's annotations only,
   which ``from __future__ import annotations`` never evaluates) is imported for type checkers only, so the script
   runs where jaxtyping is not installed (linear_operator 0.6.1 no longer depends on it);
+- ``main`` takes ``sparse_class``, so the same script runs with the fork's own ``SparseLinearOperator``;
 - ``forward`` keeps the shape of the root it built (``self.root_shape``), and each step calls ``observe`` after
   ``loss.backward()``, so that the runner can record the root's rank, the losses and the gradients.
 
@@ -59,8 +60,15 @@ class SparseLinearOperator(LinearOperator):
 Observer = Callable[[int, Tensor, torch.nn.Module], None]
 
 
-def main(m: int = 50, device: str = "cuda:0", observe: Observer | None = None) -> torch.nn.Module:
-    """The thread's script on ``device`` with an ``m``-point grid per dimension (M = m³ observations)."""
+def main(
+    m: int = 50, device: str = "cuda:0", observe: Observer | None = None, sparse_class: type | None = None
+) -> torch.nn.Module:
+    """The thread's script on ``device`` with an ``m``-point grid per dimension (M = m³ observations).
+
+    ``sparse_class`` replaces the thread's class for ``L`` (the script rewritten with the fork's
+    ``linear_operator.operators.SparseLinearOperator``); by default the thread's own class is used.
+    """
+    Sparse = sparse_class or SparseLinearOperator
     torch.set_default_device(device)
 
     M = m * m * m
@@ -87,7 +95,7 @@ def main(m: int = 50, device: str = "cuda:0", observe: Observer | None = None) -
 
             covar = covar_x.root_decomposition().root
             self.root_shape = tuple(covar.shape)  # added: recorded by the runner
-            L = SparseLinearOperator(
+            L = Sparse(
                 torch.sparse_coo_tensor(
                     indices=torch.stack([torch.arange(0, M), torch.arange(0, M)], dim=0),
                     values=torch.ones(M, dtype=torch.get_default_dtype()),

@@ -172,3 +172,25 @@ def test_bad_case_or_size_is_a_usage_error_naming_it(tmp_path, capsys, args, nam
     assert exit_info.value.code == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("own_class", [False, True], ids=["thread-class", "fork-class"])
+def test_thread_script_trains_on_the_fork(installed_wheel, own_class):
+    """The seed's script trains on the installed fork, with the thread's class and rewritten with the fork's."""
+    import torch
+    from linear_operator.operators import SparseLinearOperator
+
+    from linear_operator_fork import thread_script
+
+    losses = []
+    try:
+        model = thread_script.main(
+            m=11,  # M = 1331 > max_cholesky_size: the Lanczos root of the thread's run
+            device="cpu",
+            observe=lambda step, loss, model: losses.append(loss.item()),
+            sparse_class=SparseLinearOperator if own_class else None,
+        )
+    finally:
+        torch.set_default_device("cpu")
+    assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
+    assert model.root_shape[0] == 11**3
