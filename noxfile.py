@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import zipfile
 from pathlib import Path
 
 import nox
@@ -25,6 +26,7 @@ import nox
 # `nox` (the console script) does not put the noxfile's folder on sys.path; our tooling lives there.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linear_operator_fork import build as fork_build
+from linear_operator_fork import queue as fork_queue
 from linear_operator_fork import recipe as fork_recipe
 from linear_operator_fork import upstream as fork_upstream
 
@@ -36,16 +38,45 @@ DIST = ROOT / "dist"
 VERIFY = ROOT / "build" / "verify"
 RECIPE = fork_recipe.load()
 TORCH = os.environ.get("LINEAR_OPERATOR_FORK_TORCH", "torch==2.13.0")
-GPYTORCH = os.environ.get("LINEAR_OPERATOR_FORK_GPYTORCH", "gpytorch==1.15.2")
+GPYTORCH = f"{RECIPE.downstream.name}=={RECIPE.downstream.version}"  # the pinned downstream (fork.toml)
 VARIANTS = ["stock", "fork"]
+RUFF = "ruff==0.17.6"
 STOCK = os.environ.get("LINEAR_OPERATOR_FORK_STOCK", RECIPE.version)  # stock release under comparison
 STOCK_CASE_C = os.environ.get("LINEAR_OPERATOR_FORK_STOCK_CASE_C", "0.6.0")  # the thread's release, for case c
 # Devices for the large-M cases; without a GPU the cuda runs are recorded as skipped, visibly.
 DEVICES = os.environ.get("LINEAR_OPERATOR_FORK_DEVICES", "cpu,cuda").split(",")
 
 
-def build_wheel(session: nox.Session, variant: str) -> Path:
-    """Build (fork) or fetch (stock) the variant's wheel into ``dist/<variant>/``; return its path."""
+def current_wheel(variant: str) -> Path | None:
+    """The wheel already in ``dist/<variant>/`` if it is exactly what a build would give now, else None.
+
+    Stock: the wheel of the selected release. Fork: the wheel of the current build number whose generated
+    version file (which records the upstream archive and every patch's sha256) matches the series now.
+    """
+    if variant == "stock":
+        wheels = sorted((DIST / variant).glob(f"linear_operator-{STOCK}-*.whl"))
+        return wheels[0] if len(wheels) == 1 else None
+    wheels = sorted((DIST / variant).glob(f"linear_operator-{RECIPE.fork_version}-*.whl"))
+    if len(wheels) != 1:
+        return None
+    series = fork_queue.read_series(RECIPE.series_file, RECIPE.patches_dir)
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        built = wheel.read(fork_build.VERSION_FILE).decode()
+    return wheels[0] if built == fork_build.version_module(RECIPE, series) else None
+
+
+def build_wheel(session: nox.Session, variant: str, reuse: bool = True) -> Path:
+    """Build (fork) or fetch (stock) the variant's wheel into ``dist/<variant>/``; return its path.
+
+    With ``reuse``, a wheel already there that matches the current pin and series is used as it is, so that
+    the sessions of one ``verify`` build the fork once.
+    """
+    if variant not in VARIANTS:
+        session.error(f"unknown variant {variant!r}: expected one of {VARIANTS}")
+    existing = current_wheel(variant) if reuse else None
+    if existing is not None:
+        session.log(f"{variant} wheel: {existing.name} (already built for this pin and series)")
+        return existing
     target = DIST / variant
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
@@ -54,8 +85,6 @@ def build_wheel(session: nox.Session, variant: str) -> Path:
     elif variant == "stock":
         requirement = f"{RECIPE.name}=={STOCK}"
         session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), requirement)
-    else:
-        session.error(f"unknown variant {variant!r}: expected one of {VARIANTS}")
     wheels = sorted(target.glob("linear_operator-*.whl"))
     if len(wheels) != 1:
         session.error(f"expected one linear_operator wheel in {target}, found {[w.name for w in wheels]}")
@@ -80,14 +109,12 @@ def install_variant(session: nox.Session, variant: str, *extra: str) -> Path:
 def build(session: nox.Session, variant: str) -> None:
     """Build the fork's wheel, or fetch stock's, into dist/<variant>/."""
     session.install("pip>=23")
-    build_wheel(session, variant)
+    build_wheel(session, variant, reuse=False)
 
 
 @nox.session
 def patches(session: nox.Session) -> None:
     """The series applies to the pinned release without fuzz and exports identically."""
-    if RECIPE.path.parent != ROOT:
-        session.error("run nox from the repository root")
     session.install("tomli; python_version < '3.11'")
     session.run("python", "-m", "linear_operator_fork", "check")
 
@@ -121,7 +148,7 @@ def upstream(session: nox.Session, variant: str) -> None:
 @nox.parametrize("variant", VARIANTS)
 def gpytorch(session: nox.Session, variant: str) -> None:
     """gpytorch's test suite (test/ of its pinned sdist) against the variant."""
-    install_variant(session, variant, f"{RECIPE.downstream.name}=={RECIPE.downstream.version}", "pytest")
+    install_variant(session, variant, GPYTORCH, "pytest")
     run_suite(session, "gpytorch-suite", variant, fork_upstream.pristine_tree(RECIPE.downstream) / "test")
 
 
@@ -210,7 +237,7 @@ def lint(session: nox.Session) -> None:
     """ruff on our code; actionlint and zizmor on .github/workflows (upstream's lint: `nox -s pr -- --lint-only`)."""
     from linear_operator_fork import workflows as fork_workflows
 
-    session.install("ruff", fork_workflows.ZIZMOR, "tomli; python_version < '3.11'")
+    session.install(RUFF, fork_workflows.ZIZMOR, "tomli; python_version < '3.11'")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("python", "-m", "linear_operator_fork.workflows", "lint")

@@ -23,7 +23,7 @@ import tarfile
 from pathlib import Path
 
 from linear_operator_fork import queue, upstream
-from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError, Recipe, load
+from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError, Recipe, load, lock
 
 VERSION_FILE = "linear_operator/version.py"
 SDIST_FILES = ("pyproject.toml", "fork.toml", "README.md", "LICENSE")
@@ -42,7 +42,7 @@ def provenance(recipe: Recipe, series: queue.Series) -> dict:
 
 def version_module(recipe: Recipe, series: queue.Series) -> str:
     """The generated ``linear_operator/version.py``: upstream's variables plus ``fork_provenance``."""
-    parts: list[int | str] = [int(part) for part in recipe.version.split(".")]
+    parts: list[int | str] = [int(part) if part.isdigit() else part for part in recipe.version.split(".")]
     parts.append(f"fork.{recipe.build_number}")
     data = json.dumps(provenance(recipe, series), indent=4)
     return (
@@ -63,11 +63,11 @@ def patched_tree(recipe: Recipe | None = None, destination: Path | None = None) 
     queue.validate_headers(series)
     pristine = upstream.pristine_tree(recipe)
     destination = destination or BUILD_DIR / "tree" / f"{recipe.name}-{recipe.fork_version}"
-    shutil.rmtree(destination, ignore_errors=True)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    queue.checkout(pristine, series, destination, f"{recipe.name} {recipe.version} (pristine sdist)")
-    shutil.rmtree(destination / ".git")
-    (destination / VERSION_FILE).write_text(version_module(recipe, series), encoding="utf-8")
+    with lock(destination.parent / f".{destination.name}.lock"):  # another build may be reading this tree
+        shutil.rmtree(destination, ignore_errors=True)
+        queue.checkout(pristine, series, destination, f"{recipe.name} {recipe.version} (pristine sdist)")
+        shutil.rmtree(destination / ".git")
+        (destination / VERSION_FILE).write_text(version_module(recipe, series), encoding="utf-8")
     return destination
 
 

@@ -506,7 +506,7 @@ def child(spec_path: Path, record_path: Path) -> int:
             if not torch.cuda.is_available():
                 record.update(status="skipped", message=measure.NO_CUDA)
                 return measure.write_json(record_path, record)
-            record["device"] = torch.cuda.get_device_name()
+            record["device_name"] = torch.cuda.get_device_name()
         if spec["variant"] != REFERENCE and spec["case"] != "probe":
             import gpytorch  # imported here, so that `seconds` leaves the imports out
             import linear_operator
@@ -519,7 +519,7 @@ def child(spec_path: Path, record_path: Path) -> int:
         execute(spec, record)
     except BaseException as exc:  # noqa: B036 - a failure of the case is data, and so is an interrupt
         record.update(status=classify(exc), message=last_line(exc), trace=trace_tail(exc))
-        if spec["device"] == "cuda" and record["device"] != "cuda":  # CUDA in use: its peak up to the failure
+        if spec["device"] == "cuda" and "device_name" in record:  # CUDA in use: its peak up to the failure
             record["peak_bytes"] = sys.modules["torch"].cuda.max_memory_allocated()
     return measure.write_json(record_path, record)
 

@@ -104,6 +104,29 @@ def case_rows(records: list[dict]) -> tuple[list[str], dict[RowKey, dict[str, di
     return variants, rows
 
 
+def suite_problems(suite: str, stock: dict | None, fork: dict, fork_name: str = "fork") -> list[str]:
+    """A suite run on the fork against stock's: failures, a run that did not complete, and regressions
+    (a test that passes on stock and does not pass on the fork, even where the fork's new tests keep the
+    pass count up)."""
+    problems = []
+    if fork.get("status") != "ok" or not fork.get("passed"):
+        problems.append(f"{suite}: the {fork_name} run is {fork.get('status')}: {fork.get('message', '')}")
+    if fork.get("failed"):
+        new = sorted(set(fork.get("failures", [])) - set((stock or {}).get("failures", [])))
+        problems.append(f"{suite}: {fork['failed']} failing on {fork_name} ({len(new)} not failing on stock)")
+        problems += [f"  {test}" for test in new[:50]]
+    if stock is not None:
+        lost = sorted(set(stock.get("passed_ids", [])) - set(fork.get("passed_ids", [])))
+        if lost:
+            problems.append(f"{suite}: {len(lost)} test(s) pass on stock but not on {fork_name}")
+            problems += [f"  {test}" for test in lost[:50]]
+        if fork.get("passed", 0) < stock.get("passed", 0):
+            problems.append(
+                f"{suite}: {fork_name} passes {fork.get('passed')}, fewer than stock's {stock.get('passed')}"
+            )
+    return problems
+
+
 def verdicts(records: list[dict], suites: bool = True) -> tuple[list[str], list[str]]:
     """(problems that fail the run, facts worth stating)."""
     problems, facts = [], []
@@ -113,14 +136,10 @@ def verdicts(records: list[dict], suites: bool = True) -> tuple[list[str], list[
         if fork is None:
             problems.append(f"{suite}: no record for the fork (did its session run?)")
             continue
-        if fork["failed"]:
-            new = sorted(set(fork.get("failures", [])) - set((stock or {}).get("failures", [])))
-            problems.append(f"{suite}: {fork['failed']} failing on the fork ({len(new)} not failing on stock)")
-        if stock is not None:
-            if fork["passed"] < stock["passed"]:
-                problems.append(f"{suite}: fork passes {fork['passed']}, fewer than stock's {stock['passed']}")
-            else:
-                facts.append(f"{suite}: fork {fork['passed']} passed vs stock {stock['passed']}, no regression")
+        found = suite_problems(suite, stock, fork)
+        problems += found
+        if stock is not None and not found:
+            facts.append(f"{suite}: fork {fork['passed']} passed vs stock {stock['passed']}, no regression")
     variants, rows = case_rows(records)
     if "fork" not in variants:
         problems.append("large-M cases: no record for the fork (did `cases(variant='fork')` run?)")

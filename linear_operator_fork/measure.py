@@ -89,7 +89,10 @@ def spec_of(run: Run) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> int:
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    """Write atomically: a child killed mid-write leaves no half record behind."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(partial, path)
     return 0
 
 

@@ -20,7 +20,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError
+from linear_operator_fork.recipe import BUILD_DIR, ForkError
 
 
 def copy_tests(source: Path, workdir: Path) -> Path:
@@ -33,11 +33,11 @@ def copy_tests(source: Path, workdir: Path) -> Path:
 
 
 def junit_counts(path: Path) -> dict:
-    """passed / failed / skipped and the ids of failed tests from pytest's JUnit XML."""
+    """passed / failed / skipped, and the ids of failed and of passed tests, from pytest's JUnit XML."""
     root = ET.parse(path).getroot()
     suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
     total = failed = skipped = 0
-    failures = []
+    failures, passed = [], []
     for suite in suites:
         for case in suite.iter("testcase"):
             total += 1
@@ -47,7 +47,10 @@ def junit_counts(path: Path) -> dict:
                 failures.append(f"{case.get('classname')}::{case.get('name')}")
             elif "skipped" in outcome:
                 skipped += 1
-    return {"passed": total - failed - skipped, "failed": failed, "skipped": skipped, "failures": failures}
+            else:
+                passed.append(f"{case.get('classname')}::{case.get('name')}")
+    counts = {"passed": total - failed - skipped, "failed": failed, "skipped": skipped, "failures": failures}
+    return {**counts, "passed_ids": passed}
 
 
 def installed_linear_operator() -> dict:
@@ -82,10 +85,10 @@ def run(suite: str, variant: str, tests: Path, out: Path, extra: list[str]) -> d
         record.update(counts, status=status, message=message, peak_bytes=None)
     else:
         record.update(status="error", message=f"pytest exited {result.returncode} without a report", peak_bytes=None)
-        record.update(passed=0, failed=0, skipped=0, failures=[])
+        record.update(passed=0, failed=0, skipped=0, failures=[], passed_ids=[])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"records": [record]}, indent=2) + "\n")
-    print(f"[{suite} / {variant}] {record['message']} in {seconds:.0f} s -> {out.relative_to(ROOT)}", flush=True)
+    print(f"[{suite} / {variant}] {record['message']} in {seconds:.0f} s -> {out}", flush=True)
     return record
 
 

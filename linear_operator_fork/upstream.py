@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from linear_operator_fork.recipe import BUILD_DIR, ForkError, Pin, Recipe
+from linear_operator_fork.recipe import BUILD_DIR, ForkError, Pin, Recipe, lock
 
 SDIST_ENV = "LINEAR_OPERATOR_FORK_SDIST"
 Pinned = Pin | Recipe  # anything with name, version, sha256 and archive_name
@@ -118,10 +118,11 @@ def unpack(archive_path: Path, destination: Path) -> Path:
 
 def pristine_tree(recipe: Pinned, cache_dir: Path | None = None) -> Path:
     """A read-only-by-convention unpacked copy of the verified archive, cached by its sha256."""
-    path = archive(recipe, cache_dir)
-    root = (cache_dir or BUILD_DIR / "cache") / f"{recipe.name}-{recipe.version}-{recipe.sha256[:12]}"
-    if not (root / "PKG-INFO").is_file():
-        shutil.rmtree(root, ignore_errors=True)
-        root.parent.mkdir(parents=True, exist_ok=True)
-        unpack(path, root)
+    cache_dir = cache_dir or BUILD_DIR / "cache"
+    with lock(cache_dir / f".{recipe.name}.lock"):
+        path = archive(recipe, cache_dir)
+        root = cache_dir / f"{recipe.name}-{recipe.version}-{recipe.sha256[:12]}"
+        if not (root / "PKG-INFO").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            unpack(path, root)
     return root

