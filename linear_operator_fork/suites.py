@@ -68,6 +68,9 @@ def installed_linear_operator() -> dict:
 def run(suite: str, variant: str, tests: Path, out: Path, extra: list[str]) -> dict:
     workdir = BUILD_DIR / "suites" / f"{suite}-{variant}"
     copy = copy_tests(tests, workdir)
+    # An ini file of its own makes workdir pytest's rootdir: no configuration of this repository applies,
+    # and test ids ("test.operators.test_x.TestY::test_z") are the same for every variant.
+    (workdir / "pytest.ini").write_text("[pytest]\n")
     junit = workdir / "junit.xml"
     command = [
         sys.executable, "-m", "pytest", copy.name, "-q", "-p", "no:cacheprovider",
