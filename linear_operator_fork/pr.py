@@ -557,18 +557,3 @@ def run_apply(args: argparse.Namespace) -> None:
             print(f"::error title=Patch no longer applies::{str(exc).splitlines()[0]}", flush=True)
         raise
     print(f"applied {len(series.names)} patch(es) onto {ref}; HEAD is now {rev_parse(repo, 'HEAD')[:12]}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linear_operator_fork.pr", description=__doc__)
-    add_pr_arguments(parser)
-    try:
-        run_pr(parser.parse_args(argv))
-    except ForkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
