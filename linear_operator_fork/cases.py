@@ -56,15 +56,18 @@ class Case:
     selftest: bool = False  # not a benchmark: used by the tests of the runner, not run by default
 
 
+# Sizes of the cases on a sparse N × n observation matrix (a, b and d).
+SPARSE_SIZES: dict[str, dict[str, int]] = {
+    "small": {"N": 2000, "n": 40},
+    "cpu": {"N": 1_000_000, "n": 500},
+    "cuda": {"N": 20_000_000, "n": 2000},
+}
+
 CASES: dict[str, Case] = {
     "a": Case(
         name="a",
         title="sparse observations, constant noise: L K Lᵀ + σ² I, GaussianLikelihood (σ learned)",
-        sizes={
-            "small": {"N": 2000, "n": 40},
-            "cpu": {"N": 1_000_000, "n": 500},
-            "cuda": {"N": 20_000_000, "n": 2000},
-        },
+        sizes=SPARSE_SIZES,
         sweep={
             "small": [500, 1000],
             "cpu": [10_000, 100_000, 300_000, 1_000_000],
@@ -75,11 +78,7 @@ CASES: dict[str, Case] = {
     "b": Case(
         name="b",
         title="sparse observations, fixed heteroscedastic noise: L K Lᵀ + diag(d), FixedNoiseGaussianLikelihood",
-        sizes={
-            "small": {"N": 2000, "n": 40},
-            "cpu": {"N": 1_000_000, "n": 500},
-            "cuda": {"N": 20_000_000, "n": 2000},
-        },
+        sizes=SPARSE_SIZES,
         reference=True,
     ),
     "c": Case(
@@ -93,11 +92,7 @@ CASES: dict[str, Case] = {
     "d": Case(
         name="d",
         title="MatmulLinearOperator(Uᵀ, U).to_dense() for U = SparseLinearOperator(L) @ R; loss tr(UᵀU)/N",
-        sizes={
-            "small": {"N": 2000, "n": 40},
-            "cpu": {"N": 1_000_000, "n": 500},
-            "cuda": {"N": 20_000_000, "n": 2000},
-        },
+        sizes=SPARSE_SIZES,
     ),
     "probe": Case(
         name="probe",

@@ -150,11 +150,7 @@ def export(repo: Path, series_file: Path, patches_dir: Path) -> list[str]:
         raise ForkError(f"{repo} has uncommitted changes: commit them (one commit per patch) before exporting")
     with tempfile.TemporaryDirectory() as tmp:
         names = format_patches(repo, Path(tmp))
-        for name in names:
-            missing = [key for key in REQUIRED_HEADERS if key not in headers(Path(tmp) / name)]
-            if missing:
-                needed = ", ".join(missing)
-                raise ForkError(f"commit for {name} lacks the DEP-3 trailer(s) {needed}: add e.g. 'Forwarded: not-yet'")
+        validate_headers(Series(Path(tmp), names))
         patches_dir.mkdir(parents=True, exist_ok=True)
         for old in patches_dir.glob("*.patch"):
             if old.name not in names:
@@ -169,7 +165,8 @@ def validate_headers(series: Series) -> None:
     for patch in series.paths:
         missing = [key for key in REQUIRED_HEADERS if key not in headers(patch)]
         if missing:
-            raise ForkError(f"patch {patch.name} lacks the DEP-3 trailer(s): {', '.join(missing)}")
+            needed = ", ".join(missing)
+            raise ForkError(f"patch {patch.name} lacks the DEP-3 trailer(s) {needed}: add e.g. 'Forwarded: not-yet'")
 
 
 def round_trip(pristine: Path, series: Series, series_file: Path, label: str) -> None:
