@@ -166,7 +166,10 @@ def validate_headers(series: Series) -> None:
         missing = [key for key in REQUIRED_HEADERS if key not in headers(patch)]
         if missing:
             needed = ", ".join(missing)
-            raise ForkError(f"patch {patch.name} lacks the DEP-3 trailer(s) {needed}: add e.g. 'Forwarded: not-yet'")
+            raise ForkError(
+                f"patch {patch.name} lacks the DEP-3 trailer(s) {needed}: add e.g. 'Forwarded: no' "
+                "(DEP-3: no, not-needed, or the URL of the upstream pull request)"
+            )
 
 
 def round_trip(pristine: Path, series: Series, series_file: Path, label: str) -> None:
