@@ -10,7 +10,9 @@ Environment:
 - ``LINEAR_OPERATOR_FORK_STOCK``: stock release compared (default: the pinned one);
 - ``LINEAR_OPERATOR_FORK_STOCK_CASE_C``: stock release also run on case c (default 0.6.0, the thread's);
 - ``LINEAR_OPERATOR_FORK_DEVICES``: devices of the large-M cases, at their sizes (default ``cpu,cuda``;
-  without a GPU the cuda cases are recorded as skipped).
+  without a GPU the cuda cases are recorded as skipped);
+- ``LINEAR_OPERATOR_FORK_DIFFERENTIAL_SEED``, ``LINEAR_OPERATOR_FORK_DIFFERENTIAL_COUNT``: the differential harness's
+  case list (default: a fixed seed, 400 cases).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ nox.options.reuse_existing_virtualenvs = False
 ROOT = Path(__file__).resolve().parent
 DIST = ROOT / "dist"
 VERIFY = ROOT / "build" / "verify"
+DIFFERENTIAL = ROOT / "build" / "differential"
 RECIPE = fork_recipe.load()
 TORCH = os.environ.get("LINEAR_OPERATOR_FORK_TORCH", "torch==2.13.0")
 GPYTORCH = f"{RECIPE.downstream.name}=={RECIPE.downstream.version}"  # the pinned downstream (fork.toml)
@@ -126,7 +129,7 @@ def tests(session: nox.Session, variant: str) -> None:
     from linear_operator_fork import pr as fork_pr
 
     # upstream's pinned lint tools too, so that tests/test_pr.py runs the real upstream lint
-    wheel = install_variant(session, variant, GPYTORCH, "pytest", *fork_pr.LINT_REQUIREMENTS)
+    wheel = install_variant(session, variant, GPYTORCH, "pytest", "hypothesis", "scipy", *fork_pr.LINT_REQUIREMENTS)
     env = {"LINEAR_OPERATOR_FORK_WHEEL": str(wheel), "LINEAR_OPERATOR_FORK_VARIANT": variant}
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]), env=env)
 
@@ -167,7 +170,7 @@ def cases(session: nox.Session, variant: str) -> None:
     install_variant(session, variant, GPYTORCH)
     runs = [(variant, ["--sweep"])]
     if variant == "fork":
-        runs.append(("reference", ["--sweep", "--cases", "a,b"]))
+        runs.append(("reference", ["--sweep", "--cases", "a,b,e,f,g"]))
     if variant == "stock" and STOCK_CASE_C != STOCK:
         # Not installed into the venv (gpytorch 1.15.2 requires linear_operator>=0.6.1): a --target folder that
         # the case's subprocess puts first on PYTHONPATH, with 0.6.0's own extra dependencies.
@@ -187,7 +190,7 @@ def cases(session: nox.Session, variant: str) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Cases a and b at CPU size, stock / fork / plain-torch reference side by side, COO and CSR; prints the table.
+    """Cases a, b and g at CPU size, stock / fork / plain-torch reference side by side, COO and CSR; prints the table.
 
     Stock gets a larger memory cap here (LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB, default 20) so that its
     peak is measured rather than cut off. Results: build/benchmark/.
@@ -208,7 +211,7 @@ def benchmark(session: nox.Session) -> None:
     for layout in ("coo", "csr"):
         for name, extra in variants.items():
             session.run(
-                "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--cases", "a,b",
+                "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--cases", "a,b,g",
                 "--size", "cpu", "--layout", layout, "--out", str(folder / "records" / f"{layout}-{name}.json"),
                 *extra, *session.posargs,
             )  # fmt: skip
@@ -217,11 +220,12 @@ def benchmark(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def verify(session: nox.Session) -> None:
-    """The main job: suites and large-M cases on stock and fork, then the side-by-side report."""
+    """The main job: suites, large-M cases and differential cases on stock and fork, then the side-by-side report."""
     shutil.rmtree(VERIFY / "records", ignore_errors=True)
     for name in ("upstream", "gpytorch", "cases"):
         for variant in VARIANTS:
             session.notify(f"{name}(variant='{variant}')")
+    notify_differential(session, [])  # report reads build/differential/results.json: a fork FAIL fails verify too
     session.notify("report")
 
 
@@ -230,6 +234,57 @@ def report(session: nox.Session) -> None:
     """Merge build/verify/records into results.json, report.md and the plots; fail on any fork regression."""
     session.install("matplotlib")
     session.run("python", "-m", "linear_operator_fork.compare", str(VERIFY))
+
+
+# --- the differential harness (issue 8; linear_operator_fork/differential/) -----------------------------------------
+
+
+def notify_differential(session: nox.Session, posargs: list[str]) -> None:
+    """Queue the differential sessions: the case list, stock and fork, the report (``--case KEY``: those cases only,
+    in build/differential/replay/)."""
+    keys = []
+    rest = list(posargs)
+    while rest:
+        flag = rest.pop(0)
+        if flag != "--case" or not rest:
+            session.error(f"usage: nox -s differential [-- --case KEY [--case KEY ...]] (got {flag!r})")
+        keys.append(rest.pop(0))
+    folder = ["--dir", str(DIFFERENTIAL / "replay" if keys else DIFFERENTIAL)]
+    session.notify("differential_cases", posargs=[*folder, *(arg for key in keys for arg in ("--case", key))])
+    for variant in VARIANTS:
+        session.notify(f"differential_run(variant='{variant}')", posargs=folder)
+    session.notify("differential_report", posargs=folder)
+
+
+@nox.session(venv_backend="none")
+def differential(session: nox.Session) -> None:
+    """Seeded cases of what users write, on stock and fork, against a dense float64 reference; fails on a fork FAIL.
+
+    nox -s differential                  (build/differential/: cases.json, <variant>.jsonl, results.json, report.md)
+    nox -s differential -- --case KEY    (replays one case on both variants: build/differential/replay/)
+    """
+    notify_differential(session, session.posargs)
+
+
+@nox.session
+def differential_cases(session: nox.Session) -> None:
+    """build/differential/cases.json: the seeded case list (hypothesis), or the cases given with --case."""
+    session.install("hypothesis")
+    session.run("python", "-m", "linear_operator_fork.differential", "generate", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("variant", VARIANTS)
+def differential_run(session: nox.Session, variant: str) -> None:
+    """Every case of cases.json on the installed variant, one child process at a time (a crash is a record)."""
+    install_variant(session, variant, GPYTORCH, "hypothesis", "scipy")
+    session.run("python", "-m", "linear_operator_fork.differential", "run", "--variant", variant, *session.posargs)
+
+
+@nox.session
+def differential_report(session: nox.Session) -> None:
+    """Verdicts of stock vs fork vs reference: results.json and report.md; fails on any fork FAIL."""
+    session.run("python", "-m", "linear_operator_fork.differential", "compare", *session.posargs)
 
 
 @nox.session

@@ -94,6 +94,34 @@ CASES: dict[str, Case] = {
         title="MatmulLinearOperator(Uᵀ, U).to_dense() for U = SparseLinearOperator(L) @ R; loss tr(UᵀU)/N",
         sizes=SPARSE_SIZES,
     ),
+    "e": Case(
+        name="e",
+        title="train (case a), then predict T new rows: gpytorch's default prediction (densifies T × N)",
+        # gpytorch's DefaultPredictionStrategy forms the T × N cross-covariance and an N × T solve: the sizes keep
+        # T × N within the memory cap
+        sizes={
+            "small": {"N": 2000, "n": 40, "T": 200},
+            "cpu": {"N": 200_000, "n": 500, "T": 1000},
+            "cuda": {"N": 2_000_000, "n": 2000, "T": 10_000},
+        },
+        reference=True,
+    ),
+    "f": Case(
+        name="f",
+        title="train (case a), then predict T new rows with gpytorch.settings.fast_pred_var()",
+        sizes={
+            "small": {"N": 2000, "n": 40, "T": 200},
+            "cpu": {"N": 1_000_000, "n": 500, "T": 10_000},
+            "cuda": {"N": 20_000_000, "n": 2000, "T": 100_000},
+        },
+        reference=True,
+    ),
+    "g": Case(
+        name="g",
+        title="learned extra noise: L K Lᵀ + diag(d) + σ² I, FixedNoiseGaussianLikelihood(learn_additional_noise=True)",
+        sizes=SPARSE_SIZES,
+        reference=True,
+    ),
     "probe": Case(
         name="probe",
         title="self-test of the runner: allocate alloc_gib GiB, then sleep sleep_s seconds",
@@ -240,46 +268,148 @@ def kernel_root(kernel: Any, Z: Any) -> Any:
     return torch.linalg.cholesky(K)
 
 
-def run_gp(case: str, data: SparseData, layout: str) -> dict[str, Any]:
-    """Cases a and b: ExactGP + ExactMarginalLogLikelihood, two Adam steps."""
+def make_likelihood(case: str, data: SparseData) -> Any:
+    """The likelihood of a GP case: learned constant noise (a, e, f), fixed noise (b), fixed plus learned (g)."""
     import gpytorch
-    import torch
+
+    if case == "b":
+        return gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=data.noise, learn_additional_noise=False)
+    if case == "g":
+        likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=data.noise, learn_additional_noise=True)
+        set_raw(likelihood.second_noise_covar, "raw_noise")
+        return likelihood
+    likelihood = gpytorch.likelihoods.GaussianLikelihood()
+    set_raw(likelihood.noise_covar, "raw_noise")
+    return likelihood
+
+
+def sparse_observation_gp(
+    data: SparseData, train_x: Any, train_y: Any, likelihood: Any, rows_operator: Callable[[Any], Any]
+) -> Any:
+    """The ExactGP of the sparse cases: ``forward(x)`` is ``LowRankRootLinearOperator(rows_operator(x) @ R)``."""
+    import gpytorch
     from linear_operator.operators import DenseLinearOperator, LowRankRootLinearOperator
 
-    cls, cls_name = sparse_class()
-    sparse_op = cls(sparse_matrix(data, layout))
     dtype, device = data.y.dtype, data.y.device
-    train_x = torch.arange(data.N, dtype=dtype, device=device).unsqueeze(-1)  # only its length matters
 
     class SparseObservationGP(gpytorch.models.ExactGP):
-        def __init__(self, likelihood: Any) -> None:
-            super().__init__(train_x, data.y, likelihood)
+        def __init__(self) -> None:
+            super().__init__(train_x, train_y, likelihood)
             self.mean_module = gpytorch.means.ConstantMean()
             self.covar_module = gpytorch_kernel(dtype, device)
             self.register_buffer("inducing", data.Z)
 
         def forward(self, x: Any) -> Any:
             R = kernel_root(self.covar_module, self.inducing)
-            covar = LowRankRootLinearOperator(sparse_op @ DenseLinearOperator(R))
+            covar = LowRankRootLinearOperator(rows_operator(x) @ DenseLinearOperator(R))
             return gpytorch.distributions.MultivariateNormal(self.mean_module(x), covar)
 
-    if case == "a":
-        likelihood = gpytorch.likelihoods.GaussianLikelihood()
-        set_raw(likelihood.noise_covar, "raw_noise")
-    else:
-        likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=data.noise, learn_additional_noise=False)
-    model = SparseObservationGP(likelihood).to(device=device, dtype=dtype)
+    model = SparseObservationGP().to(device=device, dtype=dtype)
     set_raw(model.mean_module, "raw_constant")
+    return model
+
+
+def train_gp(model: Any, likelihood: Any, train_x: Any, train_y: Any) -> dict[str, Any]:
+    """``STEPS`` Adam steps of ``ExactMarginalLogLikelihood``."""
+    import gpytorch
+
     model.train()
     likelihood.train()
     mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
-    named = list(model.named_parameters())
 
     def loss_fn() -> Any:
-        return -mll(model(train_x), data.y)
+        return -mll(model(train_x), train_y)
 
-    result = adam_steps(list(model.parameters()), named, loss_fn)
+    return adam_steps(list(model.parameters()), list(model.named_parameters()), loss_fn)
+
+
+def run_gp(case: str, data: SparseData, layout: str) -> dict[str, Any]:
+    """Cases a, b and g: ExactGP + ExactMarginalLogLikelihood, two Adam steps; the operator is built once."""
+    import torch
+
+    cls, cls_name = sparse_class()
+    sparse_op = cls(sparse_matrix(data, layout))
+    train_x = torch.arange(data.N, dtype=data.y.dtype, device=data.y.device).unsqueeze(-1)  # only its length matters
+    likelihood = make_likelihood(case, data)
+    model = sparse_observation_gp(data, train_x, data.y, likelihood, lambda x: sparse_op)
+    result = train_gp(model, likelihood, train_x, data.y)
     return {**result, "info": {"sparse_class": cls_name}}
+
+
+def run_predict(case: str, data: SparseData, layout: str, num_test: int) -> dict[str, Any]:
+    """Cases e and f: train as case a on the first N - T rows, then predict the last T rows (mean and variance).
+
+    The inputs are row indices into ``L``: ``forward`` selects those rows of the sparse operator (the training rows
+    once, when the model is built; the fork's operator is indexed, the thread's class has no indexing and gets the
+    rows of the tensor). Prediction: ``model(test_x)`` in eval mode, under ``torch.no_grad()``, with gpytorch's
+    default strategy (e) or ``fast_pred_var`` (f). The record's ``info`` has the prediction's time, the peak before
+    it, and the errors of the mean and the variance against the float64 Woodbury of :func:`woodbury_prediction`.
+    """
+    import gpytorch
+    import torch
+
+    cls, cls_name = sparse_class()
+    all_rows = sparse_matrix(data, layout)
+    num_train = data.N - num_test
+    dtype, device = data.y.dtype, data.y.device
+
+    if cls_name == FORK_SPARSE_CLASS:
+        all_rows_op = cls(all_rows)
+
+        def select(rows: Any) -> Any:
+            return all_rows_op[rows]
+
+    else:
+        coo = all_rows if layout == "coo" else all_rows.to_sparse_coo()
+
+        def select(rows: Any) -> Any:
+            return cls(coo.index_select(0, rows).coalesce())
+
+    train_x = torch.arange(num_train, dtype=dtype, device=device).unsqueeze(-1)
+    test_x = torch.arange(num_train, data.N, dtype=dtype, device=device).unsqueeze(-1)
+    train_y = data.y[:num_train]
+    train_rows_op = select(torch.arange(num_train, device=device))
+
+    def rows_operator(x: Any) -> Any:
+        return train_rows_op if x is train_x else select(x.squeeze(-1).long())
+
+    likelihood = make_likelihood("a", data)
+    model = sparse_observation_gp(data, train_x, train_y, likelihood, rows_operator)
+    result = train_gp(model, likelihood, train_x, train_y)
+
+    train_peak = measure.self_peak_rss()
+    model.eval()
+    likelihood.eval()
+    started = time.perf_counter()
+    with torch.no_grad(), gpytorch.settings.fast_pred_var(case == "f"):
+        prediction = model(test_x)
+        mean, variance = prediction.mean, prediction.variance
+    predict_seconds = time.perf_counter() - started
+    raw = gpytorch_raw_parameters(model, likelihood)
+    with torch.no_grad():
+        expected_mean, expected_variance = woodbury_prediction(data, num_train, raw, torch.float64)
+        mean32, variance32 = woodbury_prediction(data, num_train, raw, dtype)
+    info = {
+        "sparse_class": cls_name,
+        "T": num_test,
+        "train_peak_bytes": train_peak,
+        "predict_seconds": predict_seconds,
+        "mean_error": normwise_relative_error(mean, expected_mean),
+        "variance_error": max_relative_error(variance, expected_variance),
+        "reference_mean_error": normwise_relative_error(mean32, expected_mean),
+        "reference_variance_error": max_relative_error(variance32, expected_variance),
+    }
+    return {**result, "info": info}
+
+
+def max_relative_error(got: Any, expected: Any) -> float:
+    """The largest entrywise relative error (variances are positive)."""
+    return float(((got.double() - expected).abs() / expected.abs().clamp_min(1e-300)).max())
+
+
+def normwise_relative_error(got: Any, expected: Any) -> float:
+    """``|got - expected| / |expected|`` (means can be near zero entrywise)."""
+    return float((got.double() - expected).norm() / expected.norm().clamp_min(1e-300))
 
 
 def run_cross(data: SparseData, layout: str) -> dict[str, Any]:
@@ -361,8 +491,16 @@ def woodbury_loss(
     return -log_prob / data.N
 
 
+def data_rows(data: SparseData, stop: int) -> SparseData:
+    """The first ``stop`` rows of the data (the training rows of the prediction cases)."""
+    return SparseData(stop, data.n, data.Z, data.cols[:stop], data.vals[:stop], data.y[:stop], data.noise[:stop])
+
+
 def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
-    """Cases a and b in plain torch: the same parameters, initialisation, loss and Adam steps as the gpytorch model."""
+    """Cases a, b and g in plain torch: the same parameters, initialisation, loss and Adam steps as the gpytorch model.
+
+    The returned ``raw`` holds the trained raw parameters (for the Woodbury predictions of cases e and f).
+    """
     import torch
     import torch.nn.functional as F
 
@@ -374,12 +512,10 @@ def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
     # Same shapes as gpytorch's parameters: ConstantMean (), ScaleKernel (), RBFKernel (1, 1), noise (1,)
     named = [("raw_constant", raw("raw_constant", ())), ("raw_outputscale", raw("raw_outputscale", ()))]
     named.append(("raw_lengthscale", raw("raw_lengthscale", (1, 1))))
-    if case == "a":
+    if case in ("a", "g"):
         named.append(("raw_noise", raw("raw_noise", (1,))))
-        weights = torch.ones_like(data.y)
-    else:
-        weights = 1 / data.noise
     params = dict(named)
+    weights = torch.ones_like(data.y) if case == "a" else 1 / data.noise
     with torch.no_grad():
         gram = weighted_gram(data, weights)
         logdet_fixed = data.noise.log().sum()
@@ -389,10 +525,83 @@ def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
         if case == "a":
             sigma2 = (F.softplus(params["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)
             return woodbury_loss(data, R, params["raw_constant"], sigma2, gram, weights, data.N * sigma2.log())
+        if case == "g":
+            # D = diag(d) + sigma^2 I: the weights 1 / (d + sigma^2) of L^T D^-1 L change with sigma in every step
+            noise = data.noise + (F.softplus(params["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)
+            learned = 1 / noise
+            learned_gram = weighted_gram(data, learned)
+            return woodbury_loss(data, R, params["raw_constant"], 1.0, learned_gram, learned, noise.log().sum())
         return woodbury_loss(data, R, params["raw_constant"], 1.0, gram, weights, logdet_fixed)
 
     result = adam_steps([p for _, p in named], named, loss_fn)
-    return {**result, "info": {"sparse_class": None}}
+    return {**result, "raw": {name: param.detach() for name, param in named}, "info": {"sparse_class": None}}
+
+
+def gpytorch_raw_parameters(model: Any, likelihood: Any) -> dict[str, Any]:
+    """The raw parameters of the gpytorch model of cases a, e and f, by the reference's names."""
+    return {
+        "raw_constant": model.mean_module.raw_constant,
+        "raw_outputscale": model.covar_module.raw_outputscale,
+        "raw_lengthscale": model.covar_module.base_kernel.raw_lengthscale,
+        "raw_noise": likelihood.noise_covar.raw_noise,
+    }
+
+
+def sparse_rows_times(data: SparseData, start: int, stop: int, dense: Any) -> Any:
+    """``L[start:stop] @ dense`` from the non-zeros (``dense``: n × r)."""
+    cols, vals = data.cols[start:stop], data.vals[start:stop]
+    return (vals.unsqueeze(-1) * dense[cols]).sum(-2)
+
+
+def woodbury_prediction(data: SparseData, num_train: int, raw: dict[str, Any], dtype: Any) -> tuple[Any, Any]:
+    """Posterior mean and (latent) variance of the last rows of case e/f in plain torch, in ``dtype``.
+
+    With U = L_train R, U* = L_test R, C = I + Uᵀ U / σ² = Lc Lcᵀ: mean = c + U* C⁻¹ Uᵀ (y - c) / σ² and
+    variance = |Lc⁻¹ u*|² (the Woodbury form of K** - K*X (KXX + σ² I)⁻¹ KX*, with no cancellation).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    cast = {name: value.detach().to(dtype) for name, value in raw.items()}
+    data64 = SparseData(
+        data.N, data.n, data.Z.to(dtype), data.cols, data.vals.to(dtype), data.y.to(dtype), data.noise.to(dtype)
+    )
+    train = data_rows(data64, num_train)
+    R = rbf_root(data64.Z, cast["raw_outputscale"], cast["raw_lengthscale"])
+    sigma2 = (F.softplus(cast["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)
+    constant = cast["raw_constant"]
+    gram = weighted_gram(train, torch.ones_like(train.y))
+    capacitance = torch.eye(R.size(-1), dtype=dtype, device=R.device) + R.mT @ (gram @ R) / sigma2
+    chol = torch.linalg.cholesky(capacitance)
+    b = R.mT @ sparse_t_matvec(train, train.y - constant)
+    test_root = sparse_rows_times(data64, num_train, data.N, R)  # T × r
+    mean = constant + test_root @ torch.cholesky_solve(b.unsqueeze(-1), chol).squeeze(-1) / sigma2
+    variance = torch.linalg.solve_triangular(chol, test_root.mT, upper=False).pow(2).sum(-2)
+    return mean, variance
+
+
+def reference_predict(case: str, data: SparseData, num_test: int) -> dict[str, Any]:
+    """Cases e and f in plain torch: the training steps of case a on the training rows, then the Woodbury
+    prediction in the data's dtype (timed), with its errors against float64."""
+    import torch
+
+    num_train = data.N - num_test
+    result = reference_steps("a", data_rows(data, num_train))
+    train_peak = measure.self_peak_rss()
+    with torch.no_grad():
+        started = time.perf_counter()
+        mean, variance = woodbury_prediction(data, num_train, result["raw"], data.y.dtype)
+        predict_seconds = time.perf_counter() - started
+        expected_mean, expected_variance = woodbury_prediction(data, num_train, result["raw"], torch.float64)
+    info = {
+        "sparse_class": None,
+        "T": num_test,
+        "train_peak_bytes": train_peak,
+        "predict_seconds": predict_seconds,
+        "mean_error": normwise_relative_error(mean, expected_mean),
+        "variance_error": max_relative_error(variance, expected_variance),
+    }
+    return {"losses": result["losses"], "grads": result["grads"], "info": info}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -461,16 +670,21 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     data = None
-    if case in ("a", "b", "d"):
-        data = make_data(params["N"], params["n"], dtype, device)
+    if case in ("a", "b", "d", "e", "f", "g"):
+        # (e, f: N training rows and T new rows)
+        data = make_data(params["N"] + params.get("T", 0), params["n"], dtype, device)
     record["setup_seconds"] = time.perf_counter() - started
     record["baseline_rss_bytes"] = measure.self_peak_rss()
 
     started = time.perf_counter()
-    if spec["variant"] == REFERENCE:
+    if spec["variant"] == REFERENCE and case in ("e", "f"):
+        result = reference_predict(case, data, params["T"])
+    elif spec["variant"] == REFERENCE:
         result = reference_steps(case, data)
-    elif case in ("a", "b"):
+    elif case in ("a", "b", "g"):
         result = run_gp(case, data, params["layout"])
+    elif case in ("e", "f"):
+        result = run_predict(case, data, params["layout"], params["T"])
     elif case == "d":
         result = run_cross(data, params["layout"])
     elif case == "c":
@@ -569,7 +783,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if no_cuda:
             record = measure.skipped(run, measure.NO_CUDA)
         elif run.variant == REFERENCE and not CASES[run.case].reference:
-            record = measure.skipped(run, f"the reference computes cases a and b only, not case {run.case}")
+            record = measure.skipped(run, f"the reference does not compute case {run.case}")
         else:
             print(f"{label}: running", flush=True)
             record = measure.run_one(run, pythonpath=args.pythonpath, cap_bytes=cap, timeout=args.timeout)

@@ -6,7 +6,8 @@ Reads every ``records/*.json`` (``{"records": [...]}``, written by the suite and
 writes ``results.json`` (all records under ``"records"``), ``report.md`` and, when matplotlib is
 installed, ``peak_memory.png`` and ``time.png`` (case a swept over N, log scale). Exits 1 when the
 fork regresses: a fork case that is not ok, a suite test that fails on the fork, fewer fork passes
-than stock, or a fork loss that departs from the plain-torch reference beyond the tolerance.
+than stock, a fork loss that departs from the plain-torch reference beyond the tolerance, or a fork
+FAIL of the differential harness (``build/differential/results.json`` next to the folder, when present).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def load_records(folder: Path) -> list[dict]:
 
 def params_key(record: dict) -> str:
     params = record.get("params") or {}
-    shown = {k: params[k] for k in ("N", "n", "m", "dtype", "layout") if k in params}
+    shown = {k: params[k] for k in ("N", "n", "T", "m", "dtype", "layout") if k in params}
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
@@ -158,7 +159,56 @@ def verdicts(records: list[dict], suites: bool = True) -> tuple[list[str], list[
         if diff is not None and diff > TOLERANCE.get(dtype, 1e-4):
             problems.append(f"{label}: fork loss departs from the reference by {diff:.2e} (relative)")
     facts.append(f"stock failed (oom/limit/error) on {stock_failures} case run(s)")
+    facts += learned_noise_facts(rows)
     return problems, facts
+
+
+def learned_noise_facts(rows: dict[RowKey, dict[str, dict]]) -> list[str]:
+    """The fork's learned extra noise (case g) against its fixed noise (case b), at the same parameters."""
+    facts = []
+    fixed = {(key[1], key[3]): by_variant.get("fork") for key, by_variant in rows.items() if key[0] == "b"}
+    for (case, device, _, params), by_variant in sorted(rows.items()):
+        learned, base = by_variant.get("fork"), fixed.get((device, params))
+        if case == "g" and ratio(learned, base, "seconds"):
+            facts.append(
+                f"case g [{device}] {params}: learned / fixed noise (case b) on the fork: time "
+                f"{ratio(learned, base, 'seconds')}, peak {ratio(learned, base, 'peak_bytes')}"
+            )
+    return facts
+
+
+PREDICTION_CASES = ("e", "f")
+
+
+def prediction_lines(records: list[dict]) -> list[str]:
+    """The prediction cases (e, f): time and memory of the prediction, and the errors of the mean and variance."""
+    rows = [r for r in records if r["case"] in PREDICTION_CASES and r["status"] != "skipped"]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Predictions (cases e and f)",
+        "",
+        "Train peak: peak memory when training ends; added: the rest of the peak, in T × N floats of the dtype; "
+        "errors: relative to a float64 Woodbury prediction with the same parameters (mean: normwise, variance: "
+        "largest entrywise).",
+        "",
+        "| case | device | parameters | variant | status | predict s | train peak GiB | peak GiB | added (T × N) "
+        "| mean error | variance error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["case"], str(r.get("device")), params_key(r), r["variant"])):
+        info, params = r.get("info") or {}, r.get("params") or {}
+        added = ""
+        if r["status"] == "ok" and r.get("peak_bytes") and info.get("train_peak_bytes"):
+            itemsize = 8 if params.get("dtype") == "float64" else 4
+            size = params.get("N", 0) * params.get("T", 0) * itemsize
+            added = f"{(r['peak_bytes'] - info['train_peak_bytes']) / size:.2f}" if size else ""
+        errors = [f"{info[k]:.1e}" if isinstance(info.get(k), float) else "" for k in ("mean_error", "variance_error")]
+        cells = [r["case"], r.get("device"), params_key(r), r["variant"], r["status"]]
+        cells += [seconds(info.get("predict_seconds")), gib(info.get("train_peak_bytes")), gib(r.get("peak_bytes"))]
+        lines.append("| " + " | ".join(str(cell) for cell in [*cells, added, *errors]) + " |")
+    return lines
 
 
 def markdown(records: list[dict], problems: list[str], facts: list[str], plots: list[str]) -> str:
@@ -214,9 +264,35 @@ def markdown(records: list[dict], problems: list[str], facts: list[str], plots: 
         lines += [
             f"- case {r['case']} {params_key(r)} {r['variant']} ({r['status']}): {r['message'][:300]}" for r in messages
         ]
+    lines += prediction_lines(records)
     if plots:
         lines += ["", "## Case a swept over N", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def differential_section(path: Path) -> tuple[list[str], list[str]]:
+    """(problems, report lines) from the differential harness's ``results.json`` (nox -s differential), if any."""
+    if not path.exists():
+        return [], []
+    data = json.loads(path.read_text())
+    summary, fails = data["summary"], data["fails"]
+    problems = [f"differential: fork FAIL {fail['key']}: {fail['reason'][:200]}" for fail in fails]
+    counts = [summary[name] for name in ("cases", "stock_failures", "fork_failures", "fork_fails", "fork_better")]
+    lines = [
+        "",
+        "## Differential",
+        "",
+        "Stock vs fork vs a dense float64 reference on seeded cases of what users write "
+        f"({path.parent / 'report.md'}, generated {data['generated']}).",
+        "",
+        "| cases tried | stock failures | fork failures | fork FAILs | fork better |",
+        "|---|---|---|---|---|",
+        "| " + " | ".join(str(count) for count in counts) + " |",
+    ]
+    if fails:
+        lines += ["", "Fork FAILs (replay one on both variants: `nox -s differential -- --case KEY`):", ""]
+        lines += [f"- `{fail['key']}`: {fail['reason'][:200]}" for fail in fails]
+    return problems, lines
 
 
 def plot(records: list[dict], folder: Path) -> list[str]:
@@ -282,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no records under {args.folder / 'records'}: run `nox -s verify`", file=sys.stderr)
         return 1
     problems, facts = verdicts(records, suites=not args.cases_only)
+    differential_problems, differential_lines = [], []
+    if not args.cases_only:
+        differential_path = args.folder.resolve().parent / "differential" / "results.json"
+        differential_problems, differential_lines = differential_section(differential_path)
+    problems += differential_problems
     plots = plot(records, args.folder)
     results = {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -290,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "records": records,
     }
     (args.folder / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(records, problems, facts, plots)
+    report = markdown(records, problems, facts, plots) + "".join(line + "\n" for line in differential_lines)
     (args.folder / "report.md").write_text(report)
     print(report)
     print(f"wrote {args.folder / 'results.json'}, {args.folder / 'report.md'}" + "".join(f", {p}" for p in plots))

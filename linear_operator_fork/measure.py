@@ -44,7 +44,7 @@ OOM_MARKERS = (
     "failed to map segment",  # a shared library that no longer fits under the cap
     "Memory allocation still failed",  # OpenBLAS
 )
-SIZE_KEYS = ("N", "n", "m", "alloc_gib", "sleep_s")
+SIZE_KEYS = ("N", "n", "T", "m", "alloc_gib", "sleep_s")
 LOG_TAIL_LINES = 12
 
 

@@ -42,7 +42,7 @@ MARKER = ".made-by-linear_operator_fork-pr"
 UPSTREAM_PR = "https://github.com/cornellius-gp/linear_operator/pull/120"
 TITLE = "Woodbury solves without densifying sparse low-rank roots (follow-up to #120)"
 SUITES = ("upstream-suite", "gpytorch-suite")
-CASE_PARAMS = ("N", "n", "m", "dtype", "layout")  # the parameters a case row shows (all, if none of these)
+CASE_PARAMS = ("N", "n", "T", "m", "dtype", "layout")  # the parameters a case row shows (all, if none of these)
 GIB = 1024**3
 # Upstream's lint at upstream's pins (setup.py's "test" extra and .pre-commit-config.yaml of 0.6.1). usort 1.0.3
 # is yanked on PyPI; pip installs it all the same when pinned exactly.

@@ -1,0 +1,383 @@
+"""The dense float64 reference of a case, in plain torch (no linear_operator, no gpytorch), from the same data.
+
+:func:`compute` gives the outputs :mod:`.scenarios` gives, under the same names, and for each output a *scale*: the
+norm its error is measured against. The scale is the output's norm, or larger where the output is a sum of terms
+that cancel: a product is measured against the same product of absolute values (the bound of its rounding error),
+a log-determinant against ``Σ |log λᵢ|``, a gradient of ``inv_quad + logdet`` against the sum of the norms of the
+two terms' gradients. ``kappa`` is the condition of the solve (:func:`noise_condition`), 1 where nothing is solved
+(products, indexing); outputs through the Cholesky factor of a kernel also count that factor's condition.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from linear_operator_fork.differential.case import Case, uses_root
+from linear_operator_fork.differential.data import NOISE_LOWER_BOUND, Data, rbf, weights
+
+
+@dataclass
+class Reference:
+    outputs: dict[str, Any] = field(default_factory=dict)  # float64 tensors
+    scales: dict[str, float] = field(default_factory=dict)
+    kappa: float = 1.0  # of the case
+    kappas: dict[str, float] = field(default_factory=dict)  # of the outputs that differ from the case's
+
+    def kappa_of(self, name: str) -> float:
+        return self.kappas.get(name, self.kappa)
+
+    def add(self, name: str, value: Any, scale: float | None = None) -> None:
+        value = value.detach()
+        self.outputs[name] = value
+        norm = float(value.norm()) if value.numel() else 0.0
+        self.scales[name] = max(norm, scale or 0.0)
+
+    def share_gradient_scale(self) -> None:
+        """Measure each gradient against the whole gradient too (as tests/test_cases.py does): a parameter whose
+        gradient is nearly zero (a kernel far from it) is judged by the error relative to the other gradients."""
+        names = [name for name in self.outputs if name.startswith("grad_")]
+        total = math.sqrt(sum(float(self.outputs[name].norm()) ** 2 for name in names if self.outputs[name].numel()))
+        for name in names:
+            self.scales[name] = max(self.scales[name], total)
+
+
+def compute(case: Case, data: Data) -> Reference:
+    """The reference outputs (raises where torch's own dense computation raises: an index torch rejects)."""
+    computations = {
+        "inv_quad_logdet": inv_quad_logdet,
+        "solve": solve,
+        "to_dense": to_dense,
+        "index": index,
+        "transpose": transpose,
+        "inplace": inplace,
+        "bad": bad,
+        "selftest": selftest,
+    }
+    reference = computations[case.op](case, data)
+    if uses_root(case.op, case.form) and case.root == "kernel_root":
+        # The variants factor K in their dtype: R Rᵀ is as accurate as K (Cholesky is backward stable), R itself and
+        # the derivatives through the factorisation only as K is well conditioned
+        kernel_kappa = condition(kernel_matrix(data))
+        for name in reference.outputs:
+            if name.startswith("grad_raw_") or (case.op == "to_dense" and case.form != "covar"):
+                reference.kappas[name] = max(reference.kappa, kernel_kappa)
+    return reference
+
+
+# -- pieces ----------------------------------------------------------------------------------------------------------
+
+
+def norm(value: Any) -> float:
+    return float(value.norm()) if value.numel() else 0.0
+
+
+def abs_norm(*factors: Any) -> float:
+    """``‖ |A₁| |A₂| ⋯ |Aₖ| ‖``: the scale of the product's rounding error."""
+    product = factors[0].abs()
+    for factor in factors[1:]:
+        product = product @ factor.abs()
+    return norm(product)
+
+
+def condition(matrix: Any) -> float:
+    """2-norm condition number (the largest over a batch); 1 for an empty matrix."""
+    import torch
+
+    if not matrix.numel():
+        return 1.0
+    return float(torch.linalg.cond(matrix.detach()).max())
+
+
+def noise_condition(C: Any, noise: Any) -> float:
+    """``‖C‖₂ / min(noise)`` (the largest over a batch), an upper bound of cond(C) for ``C = L K Lᵀ + diag(noise)``.
+
+    The Woodbury formula solves with ``C`` through ``diag(noise)⁻¹`` and a capacitance matrix, and loses
+    ``eps · ‖C‖ / min(noise)`` even where ``C`` itself is well conditioned (``N = 1`` with a small noise), so both
+    variants are held to this number, not to cond(C).
+    """
+    import torch
+
+    if not C.numel():
+        return 1.0
+    largest = torch.linalg.matrix_norm(C.detach(), ord=2)
+    return float((largest / noise.detach().min(dim=-1).values).max())
+
+
+def root(case: Case, data: Data, grad: bool = True) -> tuple[Any, dict[str, Any]]:
+    """``(R, leaves)``: the cast root, or the Cholesky factor of the cast kernel parameters' kernel plus jitter."""
+    import torch
+
+    if case.root == "kernel_root":
+        # The shapes of gpytorch's raw parameters: RBFKernel (1, 1), ScaleKernel ()
+        raw_lengthscale = data.exact_scalar(data.raw_lengthscale).reshape(1, 1).requires_grad_(grad)
+        raw_outputscale = data.exact_scalar(data.raw_outputscale).requires_grad_(grad)
+        K = kernel_matrix(data, raw_lengthscale, raw_outputscale)
+        return torch.linalg.cholesky(K), {"raw_lengthscale": raw_lengthscale, "raw_outputscale": raw_outputscale}
+    R = data.exact(data.R).requires_grad_(grad)
+    return R, {"R": R}
+
+
+def kernel_matrix(data: Data, raw_lengthscale: Any = None, raw_outputscale: Any = None) -> Any:
+    """``K + jitter I`` from the cast kernel parameters (gpytorch's ``kernel(Z).add_jitter(jitter)``)."""
+    import torch
+    import torch.nn.functional as F
+
+    raw_lengthscale = data.exact_scalar(data.raw_lengthscale) if raw_lengthscale is None else raw_lengthscale
+    raw_outputscale = data.exact_scalar(data.raw_outputscale) if raw_outputscale is None else raw_outputscale
+    K = rbf(data.exact(data.Z), F.softplus(raw_lengthscale), F.softplus(raw_outputscale))
+    return K + data.exact_scalar(data.jitter) * torch.eye(data.case.n, dtype=torch.float64)
+
+
+def noise_variance(data: Data, leaves: dict[str, Any], name: str) -> Any:
+    """gpytorch's ``softplus(raw) + 1e-4`` of a HomoskedasticNoise, the raw parameter (shape (1,)) a leaf."""
+    import torch.nn.functional as F
+
+    raw = data.exact_scalar(data.raw_noise).reshape(1).requires_grad_()
+    leaves[name] = raw
+    return F.softplus(raw) + NOISE_LOWER_BOUND
+
+
+def noise_diagonal(case: Case, data: Data, leaves: dict[str, Any]) -> Any:
+    """The diagonal of the noise (``*batch, N``)."""
+    d = data.exact(data.d)
+    if case.noise == "gaussian":
+        return noise_variance(data, leaves, "raw_noise").expand(d.shape)
+    if case.noise == "fixed":
+        return d
+    if case.noise == "fixed_learned":
+        return d + noise_variance(data, leaves, "raw_second_noise")
+    d = d.requires_grad_()
+    leaves["d"] = d
+    return d
+
+
+def gaussian_terms(C: Any, diff: Any) -> tuple[Any, Any, Any]:
+    """``(inv_quad, logdet, Σ |log λᵢ|)`` of ``diffᵀ C⁻¹ diff`` and ``log |C|`` (batched), by Cholesky."""
+    import torch
+
+    chol = torch.linalg.cholesky(C)
+    half = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)
+    inv_quad = half.square().sum(-1)
+    logdet = 2 * chol.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    spread = torch.linalg.eigvalsh(C.detach()).log().abs().sum(-1)
+    return inv_quad, logdet, spread
+
+
+def term_gradients(reference: Reference, terms: list[Any], factor: float, leaves: dict[str, Any]) -> None:
+    """``grad_<leaf>`` of ``factor · Σ terms``, each measured against ``|factor| Σ ‖grad of each term‖``."""
+    import torch
+
+    parts = [torch.autograd.grad(term, list(leaves.values()), allow_unused=True, retain_graph=True) for term in terms]
+    for i, (name, leaf) in enumerate(leaves.items()):
+        grads = [torch.zeros_like(leaf) if part[i] is None else part[i] for part in parts]
+        total = factor * sum(grads)
+        reference.add(f"grad_{name}", total, abs(factor) * sum(norm(g) for g in grads))
+    reference.share_gradient_scale()
+
+
+# -- the operations --------------------------------------------------------------------------------------------------
+
+
+def covariance(case: Case, data: Data, L: Any, leaves: dict[str, Any]) -> tuple[Any, Any]:
+    """``(C, noise)``: ``C = L R Rᵀ Lᵀ + diag(noise)`` (every root spelling represents this matrix)."""
+    import torch
+
+    R, root_leaves = root(case, data)
+    leaves.update(root_leaves)
+    U = L @ R
+    noise = noise_diagonal(case, data, leaves)
+    return U @ U.mT + torch.diag_embed(noise), noise
+
+
+def inv_quad_logdet(case: Case, data: Data) -> Reference:
+    reference = Reference()
+    leaves: dict[str, Any] = {}
+    C, noise = covariance(case, data, data.dense(), leaves)
+    mean = data.exact_scalar(data.mean)
+    if case.form == "mll":
+        mean = mean.clone().requires_grad_()
+    diff = data.exact(data.y) - mean
+    inv_quad, logdet, spread = gaussian_terms(C, diff)
+    reference.kappa = noise_condition(C, noise)
+    if case.form == "operator":
+        reference.add("inv_quad", inv_quad)
+        reference.add("logdet", logdet, norm(spread))
+        term_gradients(reference, [inv_quad.sum(), logdet.sum()], 1.0, leaves)
+        return reference
+    constant = case.N * math.log(2 * math.pi)
+    log_prob = -0.5 * (inv_quad + logdet + constant)
+    scale = 0.5 * norm(inv_quad.abs() + spread + constant)
+    if case.form == "log_prob":
+        reference.add("log_prob", log_prob, scale)
+        term_gradients(reference, [inv_quad.sum(), logdet.sum()], -0.5, leaves)
+        return reference
+    # mll: the loss -ExactMarginalLogLikelihood = -log_prob / N, the mean's constant a parameter too
+    leaves["raw_constant"] = mean
+    reference.add("loss", -log_prob / case.N, scale / case.N)
+    term_gradients(reference, [inv_quad.sum(), logdet.sum()], 0.5 / case.N, leaves)
+    return reference
+
+
+def solve(case: Case, data: Data) -> Reference:
+    import torch
+
+    reference = Reference()
+    with torch.no_grad():
+        C, noise = covariance(case, data, data.dense(), {})
+        reference.add("solution", torch.linalg.solve(C, data.exact(data.rhs)))
+    reference.kappa = noise_condition(C, noise)
+    return reference
+
+
+def to_dense(case: Case, data: Data) -> Reference:
+    import torch
+
+    reference = Reference()
+    L = data.dense()
+    if case.form == "sts":
+        reference.add("dense", L.mT @ L, abs_norm(L.mT, L))
+        return reference
+    R, leaves = root(case, data)
+    d = None
+    if case.form == "gram_diag":
+        d = data.exact(data.d).requires_grad_()
+        leaves["d"] = d
+    out = chain(case.form, L, R, d)
+    W = weights(tuple(out.shape))
+    # Scales: the same chain on absolute values, its gradients w.r.t. |R| and |d| (a kernel's parameters are
+    # measured against their gradients' norm; kappa counts the kernel's conditioning)
+    abs_R = R.detach().abs().requires_grad_()
+    abs_d = None if d is None else d.detach().abs().requires_grad_()
+    abs_out = chain(case.form, L.abs(), abs_R, abs_d)
+    reference.add("dense", out, norm(abs_out))
+    abs_leaves = {"R": abs_R} if abs_d is None else {"R": abs_R, "d": abs_d}
+    found = torch.autograd.grad((abs_out * W.abs()).sum(), list(abs_leaves.values()), allow_unused=True)
+    bounds = {name: torch.zeros(0) if bound is None else bound for name, bound in zip(abs_leaves, found, strict=True)}
+    grads = torch.autograd.grad((out * W).sum(), list(leaves.values()), allow_unused=True)
+    for (name, leaf), grad in zip(leaves.items(), grads, strict=True):
+        grad = torch.zeros_like(leaf) if grad is None else grad
+        reference.add(f"grad_{name}", grad, norm(bounds[name]) if name in bounds else 0.0)
+    reference.share_gradient_scale()
+    return reference
+
+
+def chain(form: str, L: Any, R: Any, d: Any) -> Any:
+    """The to_dense chains: ``L R``, ``(L R)ᵀ (L R)``, ``(L R)ᵀ diag(d) (L R)``, ``(L R) (L R)ᵀ``."""
+    U = L @ R
+    if form == "product":
+        return U
+    if form == "gram":
+        return U.mT @ U
+    if form == "gram_diag":
+        return U.mT @ (d.unsqueeze(-1) * U)
+    return U @ U.mT
+
+
+def index(case: Case, data: Data) -> Reference:
+    reference = Reference()
+    reference.add("values", data.dense()[data.index])
+    return reference
+
+
+def transpose(case: Case, data: Data) -> Reference:
+    reference = Reference()
+    L = data.dense()
+    if case.form == "mT_matmul":
+        Y = data.exact(data.Y)
+        reference.add("product", L.mT @ Y, abs_norm(L.mT, Y))
+    elif case.form == "mT_matvec":
+        y = data.exact(data.yvec).unsqueeze(-1)
+        reference.add("product", (L.mT @ y).squeeze(-1), abs_norm(L.mT, y))
+    elif case.form == "mT_mT_matmul":
+        X = data.exact(data.X)
+        reference.add("product", L @ X, abs_norm(L, X))
+    elif case.form == "mT_to_dense":
+        reference.add("product", L.mT)
+    else:
+        Y = data.exact(data.Y)
+        reference.add("product", Y.mT @ L, abs_norm(Y.mT, L))
+    return reference
+
+
+def inplace(case: Case, data: Data) -> Reference:
+    """Before and after the edit: ``L`` and ``2 L`` (every edit doubles the values that ``L`` holds)."""
+    import torch
+
+    reference = Reference()
+    for when, L in (("before", data.dense()), ("after", 2 * data.dense())):
+        if case.then == "matmul":
+            X = data.exact(data.X)
+            reference.add(f"{when}_product", L @ X, abs_norm(L, X))
+        elif case.then == "mT_matmul":
+            Y = data.exact(data.Y)
+            reference.add(f"{when}_product", L.mT @ Y, abs_norm(L.mT, Y))
+        else:
+            with torch.no_grad():
+                R = root(case, data, grad=False)[0]
+                U = L @ R
+                d = data.exact(data.d)
+                C = U @ U.mT + torch.diag_embed(d)
+                inv_quad, logdet, spread = gaussian_terms(C, data.exact(data.y) - data.exact_scalar(data.mean))
+            reference.add(f"{when}_inv_quad", inv_quad)
+            reference.add(f"{when}_logdet", logdet, norm(spread))
+            reference.kappa = max(reference.kappa, noise_condition(C, d))
+    return reference
+
+
+def bad(case: Case, data: Data) -> Reference:
+    """Bad inputs: what a correct result would be (an error is expected for some: see case.EXPECT)."""
+    import torch
+
+    reference = Reference()
+    if case.form.startswith("mask_wrong"):
+        return index(case, data)  # torch raises: no correct result exists
+    if case.form == "oob_index":
+        return reference  # no matrix has these indices: no correct result exists
+    if case.form == "dtype_mismatch":
+        L = data.dense()
+        X = data.exact(data.X, torch.float64 if data.dtype == torch.float32 else torch.float32)
+        reference.add("product", L @ X, abs_norm(L, X))
+        return reference
+    if case.form == "csc_leaf_grad":
+        L = data.dense("csc")
+        X = data.exact(data.X)
+        product = L @ X
+        reference.add("product", product, abs_norm(L, X))
+        W = weights(tuple(product.shape))
+        pattern = (L != 0).to(torch.float64)  # the gradient of a sparse leaf lives on its stored entries
+        reference.add("grad_L", (W @ X.mT) * pattern, norm((W.abs() @ X.abs().mT) * pattern))
+        return reference
+    return hessian(case, data)
+
+
+def hessian(case: Case, data: Data) -> Reference:
+    import torch
+
+    reference = Reference()
+    with torch.no_grad():
+        R = root(case, data, grad=False)[0]
+        U = data.dense() @ R
+        C0 = U @ U.mT
+    diff = data.exact(data.y) - data.exact_scalar(data.mean)
+
+    def terms(d: Any) -> tuple[Any, Any, Any]:
+        return gaussian_terms(C0 + torch.diag_embed(d), diff)
+
+    d = data.exact(data.d)
+    inv_quad, logdet, spread = terms(d)
+    reference.add("value", inv_quad + logdet, float(inv_quad.abs() + spread))
+    h_inv_quad = torch.autograd.functional.hessian(lambda v: terms(v)[0], d)
+    h_logdet = torch.autograd.functional.hessian(lambda v: terms(v)[1], d)
+    reference.add("hessian", h_inv_quad + h_logdet, norm(h_inv_quad) + norm(h_logdet))
+    reference.kappa = noise_condition(C0 + torch.diag_embed(d), d)
+    return reference
+
+
+def selftest(case: Case, data: Data) -> Reference:
+    import torch
+
+    reference = Reference()
+    reference.add("x", torch.tensor([1.0, 2.0], dtype=torch.float64))
+    return reference
