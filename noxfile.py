@@ -8,7 +8,7 @@ Environment:
 - ``LINEAR_OPERATOR_FORK_TORCH``: torch requirement (default ``torch==2.13.0``; on GitHub the CPU
   index is passed with ``PIP_EXTRA_INDEX_URL``);
 - ``LINEAR_OPERATOR_FORK_STOCK``: stock release compared (default: the pinned one);
-- ``LINEAR_OPERATOR_FORK_STOCK_CASE_C``: stock release also run on case c (default 0.6.0, the thread's);
+- ``LINEAR_OPERATOR_FORK_STOCK_CASE_C``: stock release also run on case c (default: the thread's, in fork.toml);
 - ``LINEAR_OPERATOR_FORK_DEVICES``: devices of the large-M cases, at their sizes (default ``cpu,cuda``;
   without a GPU the cuda cases are recorded as skipped);
 - ``LINEAR_OPERATOR_FORK_DIFFERENTIAL_SEED``, ``LINEAR_OPERATOR_FORK_DIFFERENTIAL_COUNT``: the differential harness's
@@ -28,9 +28,9 @@ import nox
 # `nox` (the console script) does not put the noxfile's folder on sys.path; our tooling lives there.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linear_operator_fork import build as fork_build
-from linear_operator_fork import queue as fork_queue
 from linear_operator_fork import recipe as fork_recipe
-from linear_operator_fork import upstream as fork_upstream
+from linear_operator_fork import sdist as fork_sdist
+from linear_operator_fork import series as fork_series
 
 nox.options.sessions = ["patches", "tests", "lint"]
 nox.options.reuse_existing_virtualenvs = False
@@ -45,7 +45,7 @@ GPYTORCH = f"{RECIPE.downstream.name}=={RECIPE.downstream.version}"  # the pinne
 VARIANTS = ["stock", "fork"]
 RUFF = "ruff==0.17.6"
 STOCK = os.environ.get("LINEAR_OPERATOR_FORK_STOCK", RECIPE.version)  # stock release under comparison
-STOCK_CASE_C = os.environ.get("LINEAR_OPERATOR_FORK_STOCK_CASE_C", "0.6.0")  # the thread's release, for case c
+STOCK_CASE_C = os.environ.get("LINEAR_OPERATOR_FORK_STOCK_CASE_C", RECIPE.thread_release)  # for case c
 # Devices for the large-M cases; without a GPU the cuda runs are recorded as skipped, visibly.
 DEVICES = os.environ.get("LINEAR_OPERATOR_FORK_DEVICES", "cpu,cuda").split(",")
 
@@ -62,10 +62,10 @@ def current_wheel(variant: str) -> Path | None:
     wheels = sorted((DIST / variant).glob(f"linear_operator-{RECIPE.fork_version}-*.whl"))
     if len(wheels) != 1:
         return None
-    series = fork_queue.read_series(RECIPE.series_file, RECIPE.patches_dir)
+    patches = fork_series.read_series(RECIPE.series_file, RECIPE.patches_dir)
     with zipfile.ZipFile(wheels[0]) as wheel:
         built = wheel.read(fork_build.VERSION_FILE).decode()
-    return wheels[0] if built == fork_build.version_module(RECIPE, series) else None
+    return wheels[0] if built == fork_build.version_module(RECIPE, patches) else None
 
 
 def build_wheel(session: nox.Session, variant: str, reuse: bool = True) -> Path:
@@ -143,7 +143,7 @@ def record_path(name: str, variant: str) -> Path:
 def upstream(session: nox.Session, variant: str) -> None:
     """linear_operator's own test suite (test/ of the sdist; for the fork, of the patched tree)."""
     install_variant(session, variant, "pytest")
-    tree = fork_build.patched_tree() if variant == "fork" else fork_upstream.pristine_tree(RECIPE)
+    tree = fork_build.patched_tree() if variant == "fork" else fork_sdist.pristine_tree(RECIPE)
     run_suite(session, "upstream-suite", variant, tree / "test")
 
 
@@ -152,13 +152,13 @@ def upstream(session: nox.Session, variant: str) -> None:
 def gpytorch(session: nox.Session, variant: str) -> None:
     """gpytorch's test suite (test/ of its pinned sdist) against the variant."""
     install_variant(session, variant, GPYTORCH, "pytest")
-    run_suite(session, "gpytorch-suite", variant, fork_upstream.pristine_tree(RECIPE.downstream) / "test")
+    run_suite(session, "gpytorch-suite", variant, fork_sdist.pristine_tree(RECIPE.downstream) / "test")
 
 
 def run_suite(session: nox.Session, suite: str, variant: str, tests_dir: Path) -> None:
     out = record_path(suite, variant)
     session.run(
-        "python", "-m", "linear_operator_fork.suites", "--suite", suite, "--variant", variant,
+        "python", "-m", "linear_operator_fork", "suite", "--suite", suite, "--variant", variant,
         "--tests", str(tests_dir), "--out", str(out), "--", *session.posargs,
     )  # fmt: skip
 
@@ -173,7 +173,7 @@ def cases(session: nox.Session, variant: str) -> None:
         runs.append(("reference", ["--sweep", "--cases", "a,b,e,f,g"]))
     if variant == "stock" and STOCK_CASE_C != STOCK:
         # Not installed into the venv (gpytorch 1.15.2 requires linear_operator>=0.6.1): a --target folder that
-        # the case's subprocess puts first on PYTHONPATH, with 0.6.0's own extra dependencies.
+        # the case's subprocess puts first on PYTHONPATH, with that release's own extra dependencies.
         site = Path(session.virtualenv.location) / f"site-stock-{STOCK_CASE_C}"  # outside build/: installed code
         shutil.rmtree(site, ignore_errors=True)
         session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
@@ -183,7 +183,7 @@ def cases(session: nox.Session, variant: str) -> None:
         for name, extra in runs:
             out = record_path(f"cases-{device}", name)
             session.run(
-                "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--device", device,
+                "python", "-m", "linear_operator_fork", "cases", "run", "--variant", name, "--device", device,
                 "--size", device, "--out", str(out), *extra, *session.posargs,
             )  # fmt: skip
 
@@ -211,11 +211,12 @@ def benchmark(session: nox.Session) -> None:
     for layout in ("coo", "csr"):
         for name, extra in variants.items():
             session.run(
-                "python", "-m", "linear_operator_fork.cases", "run", "--variant", name, "--cases", "a,b,g",
+                "python", "-m", "linear_operator_fork", "cases", "run", "--variant", name, "--cases", "a,b,g",
                 "--size", "cpu", "--layout", layout, "--out", str(folder / "records" / f"{layout}-{name}.json"),
                 *extra, *session.posargs,
             )  # fmt: skip
-    session.run("python", "-m", "linear_operator_fork.compare", str(folder), "--cases-only")
+    readme = [] if session.posargs else ["--readme", str(ROOT / "README.md")]  # (the full benchmark only)
+    session.run("python", "-m", "linear_operator_fork", "report", str(folder), "--cases-only", *readme)
 
 
 @nox.session(venv_backend="none")
@@ -233,7 +234,7 @@ def verify(session: nox.Session) -> None:
 def report(session: nox.Session) -> None:
     """Merge build/verify/records into results.json, report.md and the plots; fail on any fork regression."""
     session.install("matplotlib")
-    session.run("python", "-m", "linear_operator_fork.compare", str(VERIFY))
+    session.run("python", "-m", "linear_operator_fork", "report", str(VERIFY))
 
 
 # --- the differential harness (issue 8; linear_operator_fork/differential/) -----------------------------------------
@@ -270,7 +271,7 @@ def differential(session: nox.Session) -> None:
 def differential_cases(session: nox.Session) -> None:
     """build/differential/cases.json: the seeded case list (hypothesis), or the cases given with --case."""
     session.install("hypothesis")
-    session.run("python", "-m", "linear_operator_fork.differential", "generate", *session.posargs)
+    session.run("python", "-m", "linear_operator_fork", "differential", "generate", *session.posargs)
 
 
 @nox.session
@@ -278,13 +279,13 @@ def differential_cases(session: nox.Session) -> None:
 def differential_run(session: nox.Session, variant: str) -> None:
     """Every case of cases.json on the installed variant, one child process at a time (a crash is a record)."""
     install_variant(session, variant, GPYTORCH, "hypothesis", "scipy")
-    session.run("python", "-m", "linear_operator_fork.differential", "run", "--variant", variant, *session.posargs)
+    session.run("python", "-m", "linear_operator_fork", "differential", "run", "--variant", variant, *session.posargs)
 
 
 @nox.session
 def differential_report(session: nox.Session) -> None:
     """Verdicts of stock vs fork vs reference: results.json and report.md; fails on any fork FAIL."""
-    session.run("python", "-m", "linear_operator_fork.differential", "compare", *session.posargs)
+    session.run("python", "-m", "linear_operator_fork", "differential", "compare", *session.posargs)
 
 
 @nox.session
@@ -295,7 +296,7 @@ def lint(session: nox.Session) -> None:
     session.install(RUFF, fork_workflows.ZIZMOR, "tomli; python_version < '3.11'")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("python", "-m", "linear_operator_fork.workflows", "lint")
+    session.run("python", "-m", "linear_operator_fork", "workflows", "lint")
 
 
 # --- the upstream pull request and upstream's main (issue 5; .github/workflows/) ----------------------------------
@@ -329,8 +330,8 @@ def upstream_main(session: nox.Session) -> None:
     session.install(TORCH)
     session.install(str(checkout), "pytest", "tomli; python_version < '3.11'")
     session.run(
-        "python", "-m", "linear_operator_fork.suites", "--suite", "upstream-suite", "--variant", "main",
+        "python", "-m", "linear_operator_fork", "suite", "--suite", "upstream-suite", "--variant", "main",
         "--tests", str(checkout / "test"), "--out", str(records / "upstream-suite-main.json"), "--", *pytest_args,
     )  # fmt: skip
-    gate = ["python", "-m", "linear_operator_fork.workflows", "gate", "upstream-suite", "--fork", "main"]
+    gate = ["python", "-m", "linear_operator_fork", "workflows", "gate", "upstream-suite", "--fork", "main"]
     session.run(*gate, "--records", str(records))

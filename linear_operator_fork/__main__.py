@@ -1,39 +1,50 @@
-"""Command line: ``python -m linear_operator_fork {fetch,checkout,export,check,tree,apply,pr}``."""
+"""The command line: ``python -m linear_operator_fork <subcommand>`` (``--help`` lists them).
+
+The flow, in the order of the subcommands: the pin (``fetch``: the pinned sdist), the patch series (``checkout``,
+``export``, ``check``, ``apply``), the build (``tree``), verification (``cases``, ``suite``, ``differential``), the
+report (``report``), the pull requests (``pr``), and the CI workflows (``workflows``). Errors the user can act on
+(:class:`~linear_operator_fork.recipe.ForkError`) are printed without a traceback, with exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from linear_operator_fork import build, pr, queue, recipe, upstream
+from linear_operator_fork import build, pr, recipe, report, sdist, series, workflows
 from linear_operator_fork.recipe import BUILD_DIR, ForkError
+from linear_operator_fork.verify import runner, suites
+from linear_operator_fork.verify.differential import cli as differential
 
 DEFAULT_CHECKOUT = BUILD_DIR / "checkout"
 
 
-def _series(rec: recipe.Recipe) -> queue.Series:
-    return queue.read_series(rec.series_file, rec.patches_dir)
+def _series(rec: recipe.Recipe) -> series.Series:
+    return series.read_series(rec.series_file, rec.patches_dir)
 
 
-def cmd_fetch(args: argparse.Namespace) -> None:
+def cmd_fetch(args: argparse.Namespace) -> int:
     rec = recipe.load()
-    print(upstream.archive(rec))
+    print(sdist.archive(rec))
+    return 0
 
 
-def cmd_checkout(args: argparse.Namespace) -> None:
+def cmd_checkout(args: argparse.Namespace) -> int:
     rec = recipe.load()
-    series = _series(rec)
+    patches = _series(rec)
     destination = Path(args.dir)
-    queue.checkout(upstream.pristine_tree(rec), series, destination, f"{rec.name} {rec.version} (pristine sdist)")
-    print(f"{destination}: tag '{queue.BASE_TAG}' is {rec.name} {rec.version}; ", end="")
-    print(f"branch '{queue.BRANCH}' has {len(series.names)} patch commit(s).")
+    series.checkout(sdist.pristine_tree(rec), patches, destination, f"{rec.name} {rec.version} (pristine sdist)")
+    print(f"{destination}: tag '{series.BASE_TAG}' is {rec.name} {rec.version}; ", end="")
+    print(f"branch '{series.BRANCH}' has {len(patches.names)} patch commit(s).")
     print(f"Edit with git (commit, rebase -i), then: python -m linear_operator_fork export {destination}")
+    return 0
 
 
-def cmd_export(args: argparse.Namespace) -> None:
+def cmd_export(args: argparse.Namespace) -> int:
     rec = recipe.load()
-    names = queue.export(Path(args.dir), rec.series_file, rec.patches_dir)
+    names = series.export(Path(args.dir), rec.series_file, rec.patches_dir, rec.author)
     digest = recipe.series_digest(rec.patches_dir, names)
     number = rec.build_number
     if digest != rec.series_sha256:
@@ -41,60 +52,86 @@ def cmd_export(args: argparse.Namespace) -> None:
         recipe.write_build(rec, number, digest)
         print(f"series changed: build number {rec.build_number} -> {number} ({rec.version}+fork.{number})")
     print(f"exported {len(names)} patch(es) to {rec.patches_dir}")
+    return 0
 
 
-def cmd_check(args: argparse.Namespace) -> None:
+def cmd_check(args: argparse.Namespace) -> int:
     rec = recipe.load()
-    series = _series(rec)
-    queue.round_trip(upstream.pristine_tree(rec), series, rec.series_file, f"{rec.name} {rec.version} (pristine sdist)")
-    digest = recipe.series_digest(rec.patches_dir, series.names)
+    patches = _series(rec)
+    label = f"{rec.name} {rec.version} (pristine sdist)"
+    series.round_trip(sdist.pristine_tree(rec), patches, rec.series_file, label, rec.author)
+    digest = recipe.series_digest(rec.patches_dir, patches.names)
     if digest != rec.series_sha256:
         raise ForkError(
             f"{rec.path}: build.series-sha256 does not match patches/ (the series changed without a new "
             "build number); run 'python -m linear_operator_fork export' from a checkout"
         )
-    print(f"ok: {len(series.names)} patch(es) apply to {rec.name} {rec.version} without fuzz and export identically")
+    print(f"ok: {len(patches.names)} patch(es) apply to {rec.name} {rec.version} without fuzz and export identically")
+    return 0
 
 
-def cmd_tree(args: argparse.Namespace) -> None:
+def cmd_tree(args: argparse.Namespace) -> int:
     print(build.patched_tree(destination=Path(args.dir) if args.dir else None))
+    return 0
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    """One value of fork.toml, for scripts (the only place versions are written)."""
+    rec = recipe.load()
+    values = {
+        "version": rec.version,
+        "fork-version": rec.fork_version,
+        "downstream-version": rec.downstream.version,
+        "thread-release": rec.thread_release,
+        "author": rec.author,
+        "prefixes": json.dumps(list(range(1, len(rec.stack) + 1))),  # the stack's prefixes 1..k (a CI matrix)
+    }
+    print(values[args.key])
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="python -m linear_operator_fork", description=__doc__)
+    main = argparse.ArgumentParser(prog="python -m linear_operator_fork", description=__doc__.split("\n\n")[0])
     commands = main.add_subparsers(dest="command", required=True)
-    commands.add_parser("fetch", help="download (or find in the cache) and verify the pinned upstream sdist")
+    sub = commands.add_parser("pin", help="print a value of fork.toml (for scripts)")
+    sub.add_argument(
+        "key", choices=("version", "fork-version", "downstream-version", "thread-release", "author", "prefixes")
+    )
+    sub.set_defaults(handler=cmd_pin)
+    sub = commands.add_parser("fetch", help="download (or find in the cache) and verify the pinned upstream sdist")
+    sub.set_defaults(handler=cmd_fetch)
     sub = commands.add_parser("checkout", help="git repository: pristine upstream commit + one commit per patch")
     sub.add_argument("dir", nargs="?", default=str(DEFAULT_CHECKOUT))
+    sub.set_defaults(handler=cmd_checkout)
     sub = commands.add_parser("export", help="write the checkout's commits back to patches/ (deterministic)")
     sub.add_argument("dir", nargs="?", default=str(DEFAULT_CHECKOUT))
-    commands.add_parser("check", help="the series applies without fuzz and the export round-trips")
-    sub = commands.add_parser("tree", help="write the patched source tree the wheel is built from")
-    sub.add_argument("dir", nargs="?", default=None)
+    sub.set_defaults(handler=cmd_export)
+    sub = commands.add_parser("check", help="the series applies without fuzz and the export round-trips")
+    sub.set_defaults(handler=cmd_check)
     sub = commands.add_parser("apply", help="git am the series onto a git checkout of upstream (e.g. its main)")
     pr.add_apply_arguments(sub)
-    sub = commands.add_parser("pr", help="build/pr/: branch + bundle, PR_DESCRIPTION.md, upstream's lint")
+    sub.set_defaults(handler=pr.run_apply)
+    sub = commands.add_parser("tree", help="write the patched source tree the wheel is built from")
+    sub.add_argument("dir", nargs="?", default=None)
+    sub.set_defaults(handler=cmd_tree)
+    runner.add_arguments(commands)
+    suites.add_arguments(commands)
+    differential.add_arguments(commands)
+    report.add_arguments(commands)
+    sub = commands.add_parser("pr", help="build/pr/: one folder per stacked pull request, and upstream's lint")
     pr.add_pr_arguments(sub)
+    sub.set_defaults(handler=pr.run_pr)
+    workflows.add_arguments(commands)
     return main
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {
-        "fetch": cmd_fetch,
-        "checkout": cmd_checkout,
-        "export": cmd_export,
-        "check": cmd_check,
-        "tree": cmd_tree,
-        "apply": pr.run_apply,
-        "pr": pr.run_pr,
-    }[args.command]
     try:
-        handler(args)
+        return args.handler(args) or 0
     except ForkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,12 +1,16 @@
-"""The upstream pull request, prepared in ``build/pr/`` (``nox -s pr``, or ``python -m linear_operator_fork pr``).
+"""The upstream pull requests, prepared in ``build/pr/`` (``nox -s pr``, or ``python -m linear_operator_fork pr``).
 
-* ``build/pr/linear_operator/``: a git repository whose branch ``sparse-woodbury`` is the series, one commit per
-  patch, on a base: by default the pinned release's tree from the verified sdist (works offline), or any upstream
-  git ref (``--upstream-git URL --ref REF``);
-* ``build/pr/linear_operator-fork.bundle``: that branch as a git bundle, to fetch into a clone of upstream;
-* ``build/pr/PR_DESCRIPTION.md``: the problem, what each patch does (its commit message), the stock vs fork
-  measurements of the last ``nox -s verify`` (``build/verify/results.json``) and how to reproduce them;
-* ``build/pr/lint.txt``: upstream's own lint, at upstream's pinned versions, on the files the series touches.
+The series is a stack of pull requests (``fork.toml``'s ``pr.stack``): the k-th patch is the k-th pull request, on
+the branch of the (k-1)-th (the first on upstream). ``build/pr/`` holds
+
+* ``linear_operator/``: a git repository with one branch per pull request, each one commit (its patch) on the
+  previous branch, on a base: by default the pinned release's tree from the verified sdist (works offline), or any
+  upstream git ref (``--upstream-git URL --ref REF``);
+* ``<k>-<branch>/``, one folder per pull request: ``PR_DESCRIPTION.md`` (its title, its own problem and change: the
+  patch's commit message; the cases and differential operations that measure it, from the last ``nox -s verify``;
+  where it stands in the stack; how to reproduce), ``<branch>.bundle`` (its branch, to fetch into a clone of
+  upstream) and ``lint.txt`` (upstream's own lint, at upstream's pinned versions, on the files it touches, at its
+  branch).
 
 ``python -m linear_operator_fork apply DIR`` applies the series onto an existing git checkout of upstream (the
 nightly ``upstream-main`` workflow) and names the first patch that no longer applies.
@@ -15,8 +19,6 @@ nightly ``upstream-main`` workflow) and names the first patch that no longer app
 from __future__ import annotations
 
 import argparse
-import email
-import email.policy
 import importlib.metadata
 import json
 import os
@@ -29,21 +31,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from linear_operator_fork import queue, recipe, upstream
+from linear_operator_fork import recipe, report, sdist, series
 from linear_operator_fork.recipe import BUILD_DIR, ForkError
+from linear_operator_fork.verify import records as record_files
+from linear_operator_fork.verify.records import Record
 
 PR_DIR = BUILD_DIR / "pr"
 LINT_ONLY_DIR = BUILD_DIR / "pr-lint"
 RESULTS = BUILD_DIR / "verify" / "results.json"
-BRANCH = "sparse-woodbury"
+DIFFERENTIAL_RESULTS = BUILD_DIR / "differential" / "results.json"
 REPO_NAME = "linear_operator"
-BUNDLE_NAME = "linear_operator-fork.bundle"
 MARKER = ".made-by-linear_operator_fork-pr"
 UPSTREAM_PR = "https://github.com/cornellius-gp/linear_operator/pull/120"
-TITLE = "Woodbury solves without densifying sparse low-rank roots (follow-up to #120)"
-SUITES = ("upstream-suite", "gpytorch-suite")
-CASE_PARAMS = ("N", "n", "T", "m", "dtype", "layout")  # the parameters a case row shows (all, if none of these)
-GIB = 1024**3
 # Upstream's lint at upstream's pins (setup.py's "test" extra and .pre-commit-config.yaml of 0.6.1). usort 1.0.3
 # is yanked on PyPI; pip installs it all the same when pinned exactly.
 LINT_REQUIREMENTS = ("flake8==5.0.4", "flake8-print==5.0.0", "ufmt==2.0.0", "black==22.3.0", "usort==1.0.3")
@@ -52,19 +51,18 @@ LINT_CLEAN = (
     " Upstream's own lint (flake8 5.0.4 with flake8-print, ufmt 2.0.0 with black 22.3.0 and usort 1.0.3) is clean on"
     " every Python file it touches."
 )
-TRAILER = re.compile(r"^[A-Z][A-Za-z-]+: \S.*$")
 
 
 def log(message: str) -> None:
     print(f"pr: {message}", file=sys.stderr, flush=True)
 
 
-# --- the branch ------------------------------------------------------------------------------------------------
+# --- the branches ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Base:
-    label: str  # what the branch is based on, for people
+    label: str  # what the stack is based on, for people
     commit: str  # the base commit in the PR repository
     upstream_history: bool  # True: a commit of upstream's git history; False: our commit of the sdist tree
 
@@ -76,73 +74,86 @@ class NoLongerApplies(ForkError):
         super().__init__(f"patch {patch} no longer applies to {ref}; failing file(s): {where}\n{detail.strip()}")
 
 
-def apply_onto(repo: Path, series: queue.Series, ref: str) -> None:
-    """``git am`` the series onto ``repo``'s checked-out branch; ``ref`` names that base in errors."""
+def apply_onto(repo: Path, patches: series.Series, ref: str) -> None:
+    """``git am`` the patches onto ``repo``'s checked-out branch; ``ref`` names that base in errors."""
     try:
-        queue.apply(repo, series)
-    except queue.PatchFailed as exc:
+        series.apply(repo, patches)
+    except series.PatchFailed as exc:
         detail = str(exc).split("\n", 1)[1] if "\n" in str(exc) else ""
         raise NoLongerApplies(exc.patch, exc.files, ref, detail) from None
 
 
+def apply_stack(repo: Path, patches: series.Series, stack: Sequence[recipe.StackedPR], ref: str) -> None:
+    """One patch after the other, each on the previous one's branch: branch ``stack[k].branch`` is patch k."""
+    if len(stack) != len(patches.names):
+        raise ForkError(
+            f"fork.toml's pr.stack has {len(stack)} pull request(s) for {len(patches.names)} patch(es): one per patch"
+        )
+    for name, pull_request in zip(patches.names, stack, strict=True):
+        apply_onto(repo, series.Series(patches.directory, [name]), ref)
+        series.git(repo, "branch", "--force", pull_request.branch, "HEAD")
+
+
 def rev_parse(repo: Path, rev: str) -> str:
-    return queue.git(repo, "rev-parse", "--verify", rev).stdout.strip()
+    return series.git(repo, "rev-parse", "--verify", rev).stdout.strip()
 
 
 def describe_head(repo: Path) -> str:
     """``main (v0.6.1-12-gabcdef123456)``: the branch (if any) and ``git describe`` of HEAD."""
-    branch = queue.git(repo, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
-    described = queue.git(repo, "describe", "--tags", "--always", "--abbrev=12", "HEAD").stdout.strip()
+    branch = series.git(repo, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    described = series.git(repo, "describe", "--tags", "--always", "--abbrev=12", "HEAD").stdout.strip()
     return described if branch == "HEAD" else f"{branch} ({described})"
 
 
 def check_clean_checkout(repo: Path) -> None:
     if not repo.is_dir():
         raise ForkError(f"{repo}: no such folder (expected a git checkout of upstream)")
-    inside = queue.git(repo, "rev-parse", "--is-inside-work-tree", check=False)
+    inside = series.git(repo, "rev-parse", "--is-inside-work-tree", check=False)
     if inside.returncode != 0 or inside.stdout.strip() != "true":
         raise ForkError(f"{repo} is not a git checkout (git clone upstream there first)")
-    if queue.git(repo, "status", "--porcelain", "--untracked-files=no").stdout.strip():
+    if series.git(repo, "status", "--porcelain", "--untracked-files=no").stdout.strip():
         raise ForkError(f"{repo} has uncommitted changes; the series is applied onto a clean checkout only")
 
 
-def branch_from_sdist(pristine: Path, series: queue.Series, repo: Path, label: str) -> Base:
-    """Pristine tree as the base commit (tag ``upstream``), then one commit per patch on branch ``BRANCH``."""
-    queue.init_pristine(pristine, repo, label)
-    queue.git(repo, "branch", "--move", queue.BRANCH, BRANCH)
-    apply_onto(repo, series, label)
-    return Base(label, rev_parse(repo, f"refs/tags/{queue.BASE_TAG}^{{commit}}"), upstream_history=False)
+def stack_from_sdist(
+    pristine: Path, patches: series.Series, stack: Sequence[recipe.StackedPR], repo: Path, label: str
+) -> Base:
+    """The pristine tree as the base commit (tag ``upstream``), then the stack of branches."""
+    series.init_pristine(pristine, repo, label)
+    apply_stack(repo, patches, stack, label)
+    return Base(label, rev_parse(repo, f"refs/tags/{series.BASE_TAG}^{{commit}}"), upstream_history=False)
 
 
 def resolve(repo: Path, url: str, ref: str) -> str:
     """The commit ``ref`` (branch, tag or commit) names in a fresh clone of ``url``."""
     for candidate in (ref, f"origin/{ref}"):
-        found = queue.git(repo, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", check=False)
+        found = series.git(repo, "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", check=False)
         if found.returncode == 0:
             return found.stdout.strip()
-    fetched = queue.git(repo, "fetch", "--quiet", "origin", ref, check=False)
+    fetched = series.git(repo, "fetch", "--quiet", "origin", ref, check=False)
     if fetched.returncode == 0:
         return rev_parse(repo, "FETCH_HEAD^{commit}")
     raise ForkError(f"{ref!r} is not a branch, tag or commit of {url}:\n{fetched.stderr.strip()}")
 
 
-def branch_from_git(url: str, ref: str, series: queue.Series, repo: Path) -> Base:
-    """Clone ``url``, branch ``BRANCH`` off ``ref`` (tagged ``upstream``), one commit per patch on it."""
+def stack_from_git(url: str, ref: str, patches: series.Series, stack: Sequence[recipe.StackedPR], repo: Path) -> Base:
+    """Clone ``url``, then the stack of branches on ``ref`` (tagged ``upstream``)."""
     if repo.exists() and any(repo.iterdir()):
         raise ForkError(f"{repo} is not empty; choose another folder or remove it")
     repo.parent.mkdir(parents=True, exist_ok=True)
     log(f"cloning {url}")
-    queue.git(repo.parent, "clone", "--quiet", "--no-checkout", url, str(repo))
+    series.git(repo.parent, "clone", "--quiet", "--no-checkout", url, str(repo))
     commit = resolve(repo, url, ref)
-    queue.git(repo, "checkout", "--quiet", "-B", BRANCH, commit)
-    queue.git(repo, "tag", "--force", queue.BASE_TAG, commit)
+    series.git(repo, "checkout", "--quiet", "--detach", commit)
+    series.git(repo, "tag", "--force", series.BASE_TAG, commit)
     label = f"{url} {ref} ({commit[:12]})"
-    apply_onto(repo, series, label)
+    apply_stack(repo, patches, stack, label)
     return Base(label, commit, upstream_history=True)
 
 
-def set_author(repo: Path, base_commit: str, author: str) -> None:
-    """Make ``author`` (``Name <email>``) the author and committer of every commit after the base, dated now."""
+def set_author(repo: Path, base_commit: str, tip: str, author: str) -> None:
+    """Make ``author`` (``Name <email>``) the author and committer of every commit after the base, dated now; the
+    stack's branches follow their rewritten commits."""
     match = re.fullmatch(r"\s*([^<>]*[^<>\s])\s*<([^<>\s]+@[^<>\s]+)>\s*", author)
     if match is None:
         raise ForkError(f"--author {author!r}: expected 'Name <email>'")
@@ -151,47 +162,29 @@ def set_author(repo: Path, base_commit: str, author: str) -> None:
     who = {"NAME": name, "EMAIL": mail, "DATE": now}
     env = {
         **os.environ,
-        **queue.GIT_ENV,
+        **series.GIT_ENV,
         **{f"GIT_{role}_{key}": v for role in ("AUTHOR", "COMMITTER") for key, v in who.items()},
     }
     amend = "git commit --quiet --amend --no-edit --no-verify --reset-author"
+    series.git(repo, "checkout", "--quiet", tip)
     result = subprocess.run(
-        ["git", "rebase", "--quiet", "--exec", amend, base_commit], cwd=repo, env=env, capture_output=True, text=True
+        ["git", "rebase", "--quiet", "--update-refs", "--exec", amend, base_commit],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise ForkError(f"git rebase --exec (setting the author) failed in {repo}:\n{result.stderr.strip()}")
 
 
-def write_bundle(repo: Path, base: Base, bundle: Path) -> None:
-    """The branch as a bundle: thin (needs the base commit) on upstream history, complete on the sdist tree."""
-    revisions = [BRANCH, f"^{base.commit}"] if base.upstream_history else [BRANCH, queue.BASE_TAG]
-    queue.git(repo, "bundle", "create", "--quiet", str(bundle.resolve()), *revisions)
-    queue.git(repo, "bundle", "verify", "--quiet", str(bundle.resolve()))
+def write_bundle(repo: Path, branch: str, since: str, bundle: Path) -> None:
+    """The branch as a bundle of the commits after ``since`` (thin: fetching it needs ``since``)."""
+    series.git(repo, "bundle", "create", "--quiet", str(bundle.resolve()), branch, f"^{since}")
+    series.git(repo, "bundle", "verify", "--quiet", str(bundle.resolve()))
 
 
-# --- the description -------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PatchInfo:
-    name: str
-    subject: str
-    body: str
-    trailers: dict[str, str]
-    files: list[str]
-
-
-def patch_info(path: Path) -> PatchInfo:
-    """Subject, message body (without its trailers), trailers and touched files of an exported patch."""
-    message = path.read_text(encoding="utf-8").split("\n---\n", 1)[0]
-    parsed = email.message_from_string(message, policy=email.policy.default)
-    subject = " ".join(str(parsed.get("Subject", path.stem)).split())
-    paragraphs = [p.strip("\n") for p in str(parsed.get_payload()).strip().split("\n\n") if p.strip()]
-    trailers: dict[str, str] = {}
-    if paragraphs and all(TRAILER.match(line) for line in paragraphs[-1].splitlines()):
-        trailers = dict(line.split(": ", 1) for line in paragraphs.pop().splitlines())
-    body = "\n\n".join(unwrap(p) for p in paragraphs)
-    return PatchInfo(path.name, subject, body, trailers, queue.touched_files(path))
+# --- the descriptions ------------------------------------------------------------------------------------------
 
 
 def unwrap(paragraph: str) -> str:
@@ -202,122 +195,43 @@ def unwrap(paragraph: str) -> str:
     return " ".join(line.strip() for line in lines)
 
 
-def load_records(path: Path) -> list[dict]:
+def load_records(path: Path) -> list[Record]:
     """The records of the last ``nox -s verify`` (``{"records": [...]}``)."""
     if not path.is_file():
         raise ForkError(
             f"{path} not found: run nox -s verify first (PR_DESCRIPTION.md shows the last verify's measurements)"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ForkError(f"{path} is not valid JSON ({exc}); run nox -s verify again") from None
-    records = data.get("records") if isinstance(data, dict) else None
-    if not isinstance(records, list) or not all(isinstance(record, dict) for record in records):
-        raise ForkError(f'{path}: expected {{"records": [...]}} as nox -s verify writes it')
-    return records
+        return record_files.read(path)
+    except ForkError as exc:
+        raise ForkError(f"{exc}; run nox -s verify again") from None
 
 
-def _cell(value: object) -> str:
-    return "–" if value is None or value == "" else str(value).replace("|", "\\|").replace("\n", " ")
+def load_differential(path: Path) -> dict | None:
+    """The differential harness's results (``nox -s differential``), if any."""
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) and "by_op" in data else None
 
 
-def _seconds(value: object) -> str:
-    return f"{value:.2f}" if isinstance(value, int | float) else _cell(value)
-
-
-def _gib(value: object) -> str:
-    return f"{value / GIB:.3f}" if isinstance(value, int | float) else _cell(value)
-
-
-def _row(cells: Sequence[str]) -> str:
-    return "| " + " | ".join(cells) + " |"
-
-
-def _variants(records: list[dict]) -> list[str]:
-    """stock first, then other stock releases, the fork, the plain-torch reference, anything else."""
-    found = list(dict.fromkeys(str(r.get("variant")) for r in records))
-    order = {"stock": 0, "fork": 2, "reference": 3}
-    return sorted(found, key=lambda v: (order.get(v, 1 if v.startswith("stock") else 4), v))
-
-
-def _params(record: dict) -> str:
-    params = record.get("params") or {}
-    if not isinstance(params, dict):
-        return _cell(params)
-    shown = {k: params[k] for k in CASE_PARAMS if k in params} or params
-    return ", ".join(f"{k}={v}" for k, v in shown.items()) or "–"
-
-
-def _measured(record: dict | None) -> str:
-    """``ok, 1.25 s, 0.200 GiB``; a status other than ok in bold."""
-    if record is None:
-        return "–"
-    status = _cell(record.get("status"))
-    parts = [status if status == "ok" else f"**{status}**"]
-    if isinstance(record.get("seconds"), int | float):
-        parts.append(f"{_seconds(record['seconds'])} s")
-    if isinstance(record.get("peak_bytes"), int | float):
-        parts.append(f"{_gib(record['peak_bytes'])} GiB")
-    return ", ".join(parts)
-
-
-def cases_table(records: list[dict]) -> list[str]:
-    """One row per (case, device, parameters); one cell per variant: status, seconds, peak GiB."""
-    cases = [r for r in records if r.get("case") not in SUITES]
-    if not cases:
-        return ["No case was measured in this verify run."]
-    variants = _variants(cases)
-    rows: dict[tuple[str, str, str], dict[str, dict]] = {}
-    for record in cases:  # a later record for the same case, device, parameters and variant wins
-        key = (str(record.get("case")), _cell(record.get("device")), _params(record))
-        rows.setdefault(key, {})[str(record.get("variant"))] = record
-    speedup = {"stock", "fork"} <= set(variants)
-    header = ["case", "device", "parameters", *variants] + (["time stock / fork"] if speedup else [])
-    lines = [_row(header), _row(["---"] * len(header))]
-    for (case, device, params), by_variant in rows.items():
-        cells = [f"`{case}`", device, params, *(_measured(by_variant.get(v)) for v in variants)]
-        if speedup:
-            stock, fork = by_variant.get("stock", {}), by_variant.get("fork", {})
-            ratio = "–"
-            times = stock.get("seconds"), fork.get("seconds")
-            if stock.get("status") == fork.get("status") == "ok" and all(isinstance(t, int | float) for t in times):
-                ratio = f"{times[0] / times[1]:.1f}×" if times[1] else "–"
-            cells.append(ratio)
-        lines.append(_row(cells))
-    notes = [r for r in cases if r.get("status") != "ok" and str(r.get("message") or "").strip()]
-    if notes:
-        lines += ["", "Messages:", ""]
-        for r in notes:
-            message = _cell(str(r["message"]).strip().splitlines()[0][:300])
-            lines.append(f"- `{r.get('case')}` {_params(r)} ({r.get('variant')}, {r.get('status')}): {message}")
+def differential_table(data: dict | None, ops: Sequence[str]) -> list[str]:
+    """The differential harness's counts for the operations that test a pull request."""
+    if data is None or not ops:
+        return ["(no differential run: `nox -s differential`)"] if ops else []
+    columns = ("cases", "stock_failures", "fork_failures", "fork_fails", "fork_better")
+    lines = [
+        "| operation | " + " | ".join(c.replace("_", " ") for c in columns) + " |",
+        "|---" * (1 + len(columns)) + "|",
+    ]
+    for op in ops:
+        counts = data["by_op"].get(op)
+        if counts:
+            lines.append(f"| {op} | " + " | ".join(str(counts[c]) for c in columns) + " |")
     return lines
 
 
-def suites_table(records: list[dict]) -> list[str]:
-    suites = [r for r in records if r.get("case") in SUITES]
-    if not suites:
-        return ["No test suite was run in this verify run."]
-    header = ["suite", "variant", "version", "passed", "failed", "skipped", "status", "seconds"]
-    lines = [_row(header), _row(["---"] * len(header))]
-    for r in sorted(suites, key=lambda r: (SUITES.index(r["case"]), _variants(suites).index(str(r.get("variant"))))):
-        keys = ("case", "variant", "version", "passed", "failed", "skipped", "status")
-        lines.append(_row([_cell(r.get(key)) for key in keys] + [_seconds(r.get("seconds"))]))
-    return lines
-
-
-def versions_line(records: list[dict]) -> str:
-    by_variant: dict[str, list[str]] = {}
-    for r in records:
-        if r.get("version"):
-            by_variant.setdefault(str(r.get("variant")), [])
-            if str(r["version"]) not in by_variant[str(r.get("variant"))]:
-                by_variant[str(r.get("variant"))].append(str(r["version"]))
-    parts = [f"{v} {', '.join(by_variant[v])}" for v in _variants(records) if v in by_variant]
-    return "; ".join(parts)
-
-
-def stale_versions(rec: recipe.Recipe, records: list[dict]) -> list[str]:
+def stale_versions(rec: recipe.Recipe, records: list[Record]) -> list[str]:
     """The fork versions the records measured, when the current series' version is not among them."""
     measured = sorted({str(r["version"]) for r in records if r.get("variant") == "fork" and r.get("version")})
     return measured if measured and rec.fork_version not in measured else []
@@ -328,75 +242,84 @@ def fork_url_default() -> str | None:
     return f"{server}/{repository}" if server and repository else None
 
 
+@dataclass(frozen=True)
+class Pull:
+    """One pull request of the stack, as the description needs it."""
+
+    number: int  # 1-based position in the stack
+    pull_request: recipe.StackedPR
+    message: series.Message
+    files: list[str]
+    previous: str | None  # the branch it is stacked on (None: upstream)
+
+
 def describe(
     rec: recipe.Recipe,
-    patches: list[PatchInfo],
-    records: list[dict],
+    pull: Pull,
+    total: int,
+    records: list[Record],
     results: Path,
+    differential: dict | None,
     base: Base,
     fork_url: str | None = None,
     lint_ok: bool | None = None,
 ) -> str:
-    """PR_DESCRIPTION.md: problem, one section per patch, the measurements, how to reproduce."""
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(results.stat().st_mtime))
+    """PR_DESCRIPTION.md of one pull request: title, its commit message, its measurements, the stack, reproduce."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(results.stat().st_mtime)) if results.exists() else "?"
     stale = stale_versions(rec, records)
     fork = f"[the fork]({fork_url})" if fork_url else "the fork (linear_operator_fork)"
+    body = "\n\n".join(unwrap(p) for p in pull.message.body.split("\n\n") if p.strip())
+    on = f"stacked on `{pull.previous}` (pull request {pull.number - 1} of {total})" if pull.previous else "on upstream"
     out = [
-        f"<!-- title: {TITLE} -->",
-        f"<!-- generated by `nox -s pr` from patches/ ({rec.fork_version}) and {results.name} of {stamp}; "
-        "edit the patches' commit messages, not this file -->",
+        f"<!-- title: {pull.message.subject} -->",
+        f"<!-- generated by `nox -s pr` from patches/ ({rec.fork_version}); edit the patch's commit message -->",
         "",
-        "## Problem",
+        f"Pull request {pull.number} of {total}, branch `{pull.pull_request.branch}`, {on}. "
+        f"It follows up on #120 ({UPSTREAM_PR}).",
         "",
-        "A GP covariance `L K Lᵀ + D`, with `L` a large sparse `N × n` matrix (N ≫ n: aggregated or area "
-        "observations, sensor footprints, change of support), `K = R Rᵀ` an `n × n` kernel and `D` diagonal noise, "
-        "should be solved with Woodbury through an `n × n` capacitance matrix. Written as "
-        "`LowRankRootLinearOperator(L @ R)` plus noise, `LowRankRootAddedDiagLinearOperator.chol_cap_mat` instead "
-        "densifies the `N × r` product `L R` and runs out of memory for large N.",
+        body,
         "",
-        f"This was reported in #120 ({UPSTREAM_PR}), which computes `C + σ⁻¹ Vᵀ V` when the noise is a constant "
-        "diagonal. As discussed there, the real cost is `MatmulLinearOperator.to_dense` multiplying `L` by `K^½`; "
-        "the product should be regrouped as `K^(T/2) (Lᵀ L) K^(1/2)`. The commits below take that route, one step "
-        "each.",
+        f"Files: {', '.join(f'`{f}`' for f in pull.files) or 'none'}.",
         "",
-        "## Changes",
-        "",
-    ]
-    for number, info in enumerate(patches, 1):
-        out += [f"### {number}. {info.subject}", ""]
-        if info.body:
-            out += [info.body, ""]
-        files = ", ".join(f"`{f}`" for f in info.files) or "none"
-        trailers = "; ".join(f"{key}: {value}" for key, value in info.trailers.items())
-        out += [f"Files: {files}" + (f". {trailers}" if trailers else ""), ""]
-    out += [
         "## Measurements",
         "",
-        f"Stock linear_operator {rec.version} against this branch, from the last verify run ({stamp}). "
-        + (f"Versions: {versions_line(records)}." if versions_line(records) else ""),
-        *([f"**Measured on {', '.join(stale)}; the branch is {rec.fork_version}.**"] if stale else []),
-        "Status `oom`: out of memory; `limit`: stopped at the run's time or memory limit.",
-        "",
-        "### Cases",
-        "",
-        *cases_table(records),
-        "",
-        "### Test suites",
-        "",
-        *suites_table(records),
-        "",
+    ]
+    cases = pull.pull_request.cases
+    if cases:
+        out += [
+            f"Stock linear_operator {rec.version} against the fork with the whole stack ({rec.fork_version}), from the "
+            f"last verify run ({stamp}): cases {', '.join(cases)}. Each cell: status, seconds, peak memory.",
+            *([f"**Measured on {', '.join(stale)}; the stack is {rec.fork_version}.**"] if stale else []),
+            "",
+            *report.cases_table(records, cases),
+            "",
+        ]
+    if pull.pull_request.differential:
+        out += [
+            "Differential harness (seeded cases of what users write, stock and fork against a dense float64 "
+            "reference):",
+            "",
+            *differential_table(differential, pull.pull_request.differential),
+            "",
+        ]
+    if not cases and not pull.pull_request.differential:
+        out += ["Its tests (in the commit) are its measurement.", ""]
+    suites = [r for r in records if record_files.is_suite(r)]
+    if suites:
+        out += ["Test suites on the whole stack:", "", *report.suites_table(suites), ""]
+    out += [
         "## How to reproduce",
         "",
-        f"With {fork}, which builds linear_operator {rec.version} with these patches applied "
-        f"(`{rec.version}+fork.N`) and measures it against the stock release:",
+        f"With {fork}, which builds linear_operator {rec.version} with the stack applied (`{rec.version}+fork.N`) "
+        "and measures it against the stock release:",
         "",
         "```sh",
         "pip install nox",
         "nox -s verify   # stock and fork wheels; upstream's and gpytorch's suites; the cases -> build/verify/",
-        "nox -s pr       # this description, the branch, upstream's flake8/ufmt on the touched files -> build/pr/",
+        "nox -s pr       # these descriptions, the branches, upstream's flake8/ufmt at each branch -> build/pr/",
         "```",
         "",
-        f"The branch `{BRANCH}` is based on {base.label}." + (LINT_CLEAN if lint_ok else ""),
+        f"The stack is based on {base.label}." + (LINT_CLEAN if lint_ok else ""),
         "",
     ]
     return "\n".join(out)
@@ -477,83 +400,120 @@ def reset_output(out: Path) -> None:
 
 
 def add_pr_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--upstream-git", metavar="URL", help="base the branch on this upstream git repository")
+    parser.add_argument("--upstream-git", metavar="URL", help="base the stack on this upstream git repository")
     parser.add_argument("--ref", help="branch, tag or commit of --upstream-git (default: main)")
     parser.add_argument("--results", default=str(RESULTS), help="the verify results (default: %(default)s)")
+    parser.add_argument(
+        "--differential", default=str(DIFFERENTIAL_RESULTS), help="the differential results (default: %(default)s)"
+    )
     parser.add_argument("--out", help=f"output folder (default: {PR_DIR}, or {LINT_ONLY_DIR} with --lint-only)")
-    parser.add_argument("--fork-url", default=fork_url_default(), help="this fork's URL, for the description")
-    parser.add_argument("--author", help="'Name <email>': author and committer of the PR's commits (dated now)")
+    parser.add_argument("--fork-url", default=fork_url_default(), help="this fork's URL, for the descriptions")
+    parser.add_argument(
+        "--author",
+        help="'Name <email>': author and committer of the commits, dated now (default: fork.toml's pr.author)",
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--lint-only", action="store_true", help="only the branch and upstream's lint (no results)")
+    mode.add_argument("--lint-only", action="store_true", help="only the branches and upstream's lint (no results)")
     mode.add_argument("--no-lint", action="store_true", help="skip upstream's lint")
 
 
-def run_pr(args: argparse.Namespace) -> None:
+def run_pr(args: argparse.Namespace) -> int:
     if args.ref and not args.upstream_git:
         raise ForkError("--ref needs --upstream-git URL (without it, the base is the pinned release's sdist)")
     rec = recipe.load()
-    series = queue.read_series(rec.series_file, rec.patches_dir)
-    queue.validate_headers(series)
+    patches = series.read_series(rec.series_file, rec.patches_dir)
+    series.validate_headers(patches)
     results = Path(args.results)
     records = [] if args.lint_only else load_records(results)  # fail early, before the slow steps
+    differential = None if args.lint_only else load_differential(Path(args.differential))
     out = Path(args.out) if args.out else (LINT_ONLY_DIR if args.lint_only else PR_DIR)
     reset_output(out)
     repo = out / REPO_NAME
-    steps = 2 if args.lint_only else (3 if args.no_lint else 4)
-    log(f"[1/{steps}] branch {BRANCH}: {len(series.names)} patch(es) in {repo}")
+    stack = rec.stack
+    log(f"[1/3] the stack: {len(patches.names)} pull request(s) in {repo}")
     if args.upstream_git:
-        base = branch_from_git(args.upstream_git, args.ref or "main", series, repo)
+        base = stack_from_git(args.upstream_git, args.ref or "main", patches, stack, repo)
     else:
         label = f"{rec.name} {rec.version} (the pinned sdist, sha256 {rec.sha256[:12]}…)"
-        base = branch_from_sdist(upstream.pristine_tree(rec), series, repo, label)
-    if args.author:
-        set_author(repo, base.commit, args.author)
-    print(f"{repo}: branch {BRANCH} = {len(series.names)} commit(s) on {base.label}")
-    lint_ok: bool | None = None
-    if not args.no_lint:
-        log(f"[2/{steps}] upstream's lint")
-        files = list(dict.fromkeys(f for path in series.paths for f in queue.touched_files(path)))
-        lint_ok = upstream_lint(repo, files, out / "lint.txt")
-        print(f"{out / 'lint.txt'}: upstream's lint {'is clean' if lint_ok else 'FAILED'}")
+        base = stack_from_sdist(sdist.pristine_tree(rec), patches, stack, repo, label)
+    set_author(repo, base.commit, stack[-1].branch, args.author or rec.author)
+    print(f"{repo}: branches {', '.join(p.branch for p in stack)} on {base.label}")
+    pulls = []
+    for number, (path, pull_request) in enumerate(zip(patches.paths, stack, strict=True), 1):
+        previous = stack[number - 2].branch if number > 1 else None
+        pulls.append(Pull(number, pull_request, series.message(path), series.touched_files(path), previous))
+    log("[2/3] upstream's lint at each branch" if not args.no_lint else "[2/3] (no lint)")
+    lint_results = {}
+    for pull in pulls:
+        folder = out / f"{pull.number}-{pull.pull_request.branch}"
+        folder.mkdir()
+        if not args.no_lint:
+            series.git(repo, "checkout", "--quiet", pull.pull_request.branch)
+            lint_results[pull.number] = upstream_lint(repo, pull.files, folder / "lint.txt")
+    if stale := stale_versions(rec, records):
+        log(f"warning: {results} measured {', '.join(stale)}, the series is {rec.fork_version}: run nox -s verify")
     if not args.lint_only:
-        bundle = out / BUNDLE_NAME
-        log(f"[{steps - 1}/{steps}] bundle {bundle}")
-        write_bundle(repo, base, bundle)
-        needs = f" (needs upstream commit {base.commit})" if base.upstream_history else ""
-        print(f"{bundle}: branch {BRANCH}{needs}")
-        log(f"[{steps}/{steps}] description from {results}")
-        if stale := stale_versions(rec, records):
-            log(f"warning: {results} measured {', '.join(stale)}, the series is {rec.fork_version}: run nox -s verify")
-        patches = [patch_info(path) for path in series.paths]
-        description = out / "PR_DESCRIPTION.md"
-        text = describe(rec, patches, records, results, base, args.fork_url, lint_ok)
-        description.write_text(text, encoding="utf-8")
-        print(f"{description}: {len(records)} verify record(s)")
+        log("[3/3] bundles and descriptions")
+        for pull in pulls:
+            folder = out / f"{pull.number}-{pull.pull_request.branch}"
+            since = pull.previous or base.commit
+            write_bundle(repo, pull.pull_request.branch, since, folder / f"{pull.pull_request.branch}.bundle")
+            text = describe(
+                rec,
+                pull,
+                len(pulls),
+                records,
+                results,
+                differential,
+                base,
+                args.fork_url,
+                lint_results.get(pull.number),
+            )
+            (folder / "PR_DESCRIPTION.md").write_text(text, encoding="utf-8")
+            print(f"{folder}: {pull.message.subject}")
         if not base.upstream_history:
             print(
-                f"note: the branch is based on the sdist tree, not on upstream's history; for the pull request, "
+                "note: the stack is based on the sdist tree, not on upstream's history; for the pull requests, "
                 f"run again with --upstream-git {rec.url} --ref main"
             )
-    if lint_ok is False:
-        lint = out / "lint.txt"
-        raise ForkError(f"upstream's lint failed on the patched files; see {lint}:\n{lint.read_text().strip()}")
+    failed = [number for number, ok in lint_results.items() if not ok]
+    if failed:
+        lints = [out / f"{pulls[n - 1].number}-{pulls[n - 1].pull_request.branch}" / "lint.txt" for n in failed]
+        raise ForkError(
+            "upstream's lint failed at pull request(s) "
+            + ", ".join(map(str, failed))
+            + ": see "
+            + ", ".join(map(str, lints))
+        )
+    return 0
 
 
 def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dir", help="a clean git checkout of upstream (its checked-out branch receives the commits)")
     parser.add_argument("--ref", help="name of the checkout's ref in messages (default: git describe)")
+    parser.add_argument(
+        "--through",
+        type=int,
+        metavar="K",
+        help="apply the first K patches only: pull request K of the stack and those below it",
+    )
 
 
-def run_apply(args: argparse.Namespace) -> None:
+def run_apply(args: argparse.Namespace) -> int:
     rec = recipe.load()
-    series = queue.read_series(rec.series_file, rec.patches_dir)
+    patches = series.read_series(rec.series_file, rec.patches_dir)
+    if args.through is not None:
+        if not 1 <= args.through <= len(patches.names):
+            raise ForkError(f"--through {args.through}: the series has patches 1 to {len(patches.names)}")
+        patches = series.Series(patches.directory, patches.names[: args.through])
     repo = Path(args.dir)
     check_clean_checkout(repo)
     ref = f"{args.ref} ({rev_parse(repo, 'HEAD')[:12]})" if args.ref else describe_head(repo)
     try:
-        apply_onto(repo, series, ref)
+        apply_onto(repo, patches, ref)
     except NoLongerApplies as exc:
         if os.environ.get("GITHUB_ACTIONS") == "true":  # an annotation on the workflow run's summary
             print(f"::error title=Patch no longer applies::{str(exc).splitlines()[0]}", flush=True)
         raise
-    print(f"applied {len(series.names)} patch(es) onto {ref}; HEAD is now {rev_parse(repo, 'HEAD')[:12]}")
+    print(f"applied {len(patches.names)} patch(es) onto {ref}; HEAD is now {rev_parse(repo, 'HEAD')[:12]}")
+    return 0

@@ -1,4 +1,4 @@
-"""The fork's recipe (``fork.toml``): pinned upstream release, build number, series location."""
+"""The pin (``fork.toml``): the upstream release and its sha256, the build number, the series, the pull requests."""
 
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "fork.toml"
@@ -39,6 +34,15 @@ class Pin:
 
 
 @dataclass(frozen=True)
+class StackedPR:
+    """One upstream pull request of the stack: the k-th patch of the series, on the branch of the (k-1)-th."""
+
+    branch: str  # its branch, and the name of its folder under build/pr/
+    cases: tuple[str, ...]  # the verify cases that measure it
+    differential: tuple[str, ...]  # the operations of the differential harness that test it
+
+
+@dataclass(frozen=True)
 class Recipe:
     path: Path
     name: str
@@ -50,6 +54,9 @@ class Recipe:
     patches_dir: Path
     series_file: Path
     downstream: Pin
+    thread_release: str  # the release the PR #120 thread ran (case c also runs on it)
+    author: str  # "Name <email>": the person who sends the pull requests, author of the patches
+    stack: tuple[StackedPR, ...]  # the pull requests, one per patch, in series order
 
     @property
     def fork_version(self) -> str:
@@ -61,6 +68,11 @@ class Recipe:
 
 
 def load(path: Path = RECIPE) -> Recipe:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -83,9 +95,21 @@ def load(path: Path = RECIPE) -> Recipe:
             downstream=Pin(
                 downstream["name"], downstream["version"], _digest(path, "downstream", downstream["sha256"])
             ),
+            thread_release=data["stock"]["thread-release"],
+            author=_author(path, data["pr"]["author"]),
+            stack=tuple(
+                StackedPR(entry["branch"], tuple(entry.get("cases", ())), tuple(entry.get("differential", ())))
+                for entry in data["pr"]["stack"]
+            ),
         )
     except KeyError as exc:
         raise ForkError(f"{path}: missing key {exc}") from None
+
+
+def _author(path: Path, value: str) -> str:
+    if not re.fullmatch(r"[^<>]*[^<>\s] <[^<>\s]+@[^<>\s]+>", value):
+        raise ForkError(f"{path}: pr.author must be 'Name <email>' (the person who sends the pull requests): {value!r}")
+    return value
 
 
 @contextlib.contextmanager

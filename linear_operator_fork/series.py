@@ -1,4 +1,4 @@
-"""The patch queue: ``patches/series`` lists our patches, applied in order with ``git am``.
+"""The patch series: ``patches/series`` lists our patches, applied in order with ``git am``.
 
 ``checkout`` materialises a git repository whose first commit is the pristine upstream tree
 (tagged ``upstream``) with one commit per patch; ``export`` writes those commits back with a
@@ -6,12 +6,16 @@ deterministic ``git format-patch`` (no dates, commit hashes or git version that 
 ``check`` proves that the series applies without fuzz and that exporting it again gives
 byte-identical files.
 
-Each patch carries DEP-3 style trailers at the end of its message (``Forwarded:`` is required,
-``Bug:`` optional), so a reader sees where it stands upstream.
+Each patch carries DEP-3 style trailers at the end of its message (``Forwarded:`` is required: ``no``,
+``not-needed`` or the URL of the upstream pull request; ``Bug:`` optional), so a reader sees where it stands
+upstream; :func:`message` reads them with ``git interpret-trailers``. The author of every exported patch is
+the recipe's ``pr.author``, the person who sends the pull requests.
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 import re
 import shutil
@@ -75,10 +79,34 @@ def write_series(series_file: Path, names: list[str]) -> None:
     series_file.write_text(header + "".join(f"{name}\n" for name in names), encoding="utf-8")
 
 
+@dataclass(frozen=True)
+class Message:
+    """The commit message of an exported patch: subject, body (without its trailers) and trailers."""
+
+    subject: str
+    body: str
+    trailers: dict[str, str]
+
+
+def message(patch: Path) -> Message:
+    """Subject, body and trailers (``git interpret-trailers --parse``) of a patch's commit message."""
+    header = patch.read_text(encoding="utf-8").split("\n---\n", 1)[0]
+    parsed = email.message_from_string(header, policy=email.policy.default)
+    subject = " ".join(str(parsed.get("Subject", patch.stem)).split())
+    text = f"{subject}\n\n{str(parsed.get_payload()).strip()}\n"
+    result = subprocess.run(
+        ["git", "interpret-trailers", "--parse"], input=text, capture_output=True, text=True, check=True
+    )
+    trailers = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    paragraphs = [p for p in str(parsed.get_payload()).strip().split("\n\n") if p.strip()]
+    if trailers and paragraphs:
+        paragraphs.pop()  # the trailer block is the last paragraph
+    return Message(subject, "\n\n".join(p.strip("\n") for p in paragraphs), trailers)
+
+
 def headers(patch: Path) -> dict[str, str]:
-    """DEP-3 style trailers (``Key: value`` lines) of a patch's commit message."""
-    message = patch.read_text(encoding="utf-8").split("\n---\n", 1)[0]
-    return dict(re.findall(r"(?m)^([A-Z][A-Za-z-]+): (.+)$", message.split("\n\n", 1)[-1]))
+    """DEP-3 style trailers of a patch's commit message."""
+    return message(patch).trailers
 
 
 def touched_files(patch: Path) -> list[str]:
@@ -127,8 +155,9 @@ def checkout(pristine: Path, series: Series, destination: Path, label: str) -> P
     return destination
 
 
-def format_patches(repo: Path, out_dir: Path) -> list[str]:
-    """Deterministic ``git format-patch`` of ``upstream..HEAD`` into ``out_dir``; returns the names."""
+def format_patches(repo: Path, out_dir: Path, author: str) -> list[str]:
+    """Deterministic ``git format-patch`` of ``upstream..HEAD`` into ``out_dir``, every patch from ``author``;
+    returns the names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result = git(
         repo, "format-patch", "--zero-commit", "--no-signature", "--keep-subject", "--full-index",
@@ -137,19 +166,21 @@ def format_patches(repo: Path, out_dir: Path) -> list[str]:
     names = [Path(line).name for line in result.stdout.splitlines() if line.strip()]
     for name in names:
         path = out_dir / name
-        text = path.read_text(encoding="utf-8")
-        path.write_text(re.sub(r"(?m)^Date: .*\n", "", text, count=1), encoding="utf-8")
+        text = re.sub(r"(?m)^Date: .*\n", "", path.read_text(encoding="utf-8"), count=1)
+        # the whole header, continuation lines too (git folds a long one)
+        text = re.sub(r"(?m)^From: .*(?:\n[ \t].*)*$", lambda _: f"From: {author}", text, count=1)
+        path.write_text(text, encoding="utf-8")
     return names
 
 
-def export(repo: Path, series_file: Path, patches_dir: Path) -> list[str]:
+def export(repo: Path, series_file: Path, patches_dir: Path, author: str) -> list[str]:
     """Write ``upstream..HEAD`` of ``repo`` back to ``patches_dir`` and the series file."""
     if git(repo, "rev-parse", "--verify", "--quiet", f"refs/tags/{BASE_TAG}", check=False).returncode != 0:
         raise ForkError(f"{repo} has no '{BASE_TAG}' tag: is it made by 'python -m linear_operator_fork checkout'?")
     if git(repo, "status", "--porcelain", "--untracked-files=no").stdout.strip():
         raise ForkError(f"{repo} has uncommitted changes: commit them (one commit per patch) before exporting")
     with tempfile.TemporaryDirectory() as tmp:
-        names = format_patches(repo, Path(tmp))
+        names = format_patches(repo, Path(tmp), author)
         validate_headers(Series(Path(tmp), names))
         patches_dir.mkdir(parents=True, exist_ok=True)
         for old in patches_dir.glob("*.patch"):
@@ -161,24 +192,33 @@ def export(repo: Path, series_file: Path, patches_dir: Path) -> list[str]:
     return names
 
 
+DEP3_FORWARDED = re.compile(r"no|not-needed|https?://\S+")
+
+
 def validate_headers(series: Series) -> None:
+    """Every patch has the required DEP-3 trailers, and ``Forwarded:`` a DEP-3 value."""
     for patch in series.paths:
-        missing = [key for key in REQUIRED_HEADERS if key not in headers(patch)]
+        trailers = headers(patch)
+        missing = [key for key in REQUIRED_HEADERS if key not in trailers]
         if missing:
-            needed = ", ".join(missing)
             raise ForkError(
-                f"patch {patch.name} lacks the DEP-3 trailer(s) {needed}: add e.g. 'Forwarded: no' "
-                "(DEP-3: no, not-needed, or the URL of the upstream pull request)"
+                f"patch {patch.name} lacks the DEP-3 trailer(s) {', '.join(missing)} at the end of its message: "
+                "add e.g. 'Forwarded: no' (DEP-3: no, not-needed, or the URL of the upstream pull request)"
+            )
+        if not DEP3_FORWARDED.fullmatch(trailers["Forwarded"]):
+            raise ForkError(
+                f"patch {patch.name}: 'Forwarded: {trailers['Forwarded']}' is not a DEP-3 value (no, not-needed, or "
+                "the URL of the upstream pull request; any other value reads as already forwarded)"
             )
 
 
-def round_trip(pristine: Path, series: Series, series_file: Path, label: str) -> None:
+def round_trip(pristine: Path, series: Series, series_file: Path, label: str, author: str) -> None:
     """Apply the series in a scratch checkout, export it again, and demand identical bytes."""
     validate_headers(series)
     with tempfile.TemporaryDirectory() as tmp:
         repo = checkout(pristine, series, Path(tmp) / "tree", label)
         exported = Path(tmp) / "patches"
-        names = format_patches(repo, exported)
+        names = format_patches(repo, exported, author)
         if names != series.names:
             raise ForkError(
                 f"export would rename or reorder the series: {series.names} -> {names}; "

@@ -7,8 +7,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from conftest import TEST_AUTHOR
 
-from linear_operator_fork import upstream
+from linear_operator_fork import sdist
 from linear_operator_fork.recipe import ForkError, Pin, Recipe
 
 
@@ -25,21 +26,24 @@ def tiny_recipe(tmp_path: Path, tiny_upstream: Path) -> tuple[Recipe, Path]:
         path=tmp_path / "fork.toml",
         name="tiny",
         version="1.0",
-        sha256=upstream.sha256_of(archive),
+        sha256=sdist.sha256_of(archive),
         url="https://example.invalid/tiny",
         build_number=1,
         series_sha256="",
         patches_dir=tmp_path / "patches",
         series_file=tmp_path / "patches" / "series",
         downstream=Pin("other", "2.0", "0" * 64),
+        thread_release="0.9",
+        author=TEST_AUTHOR,
+        stack=(),
     )
     return recipe, archive
 
 
 def test_local_archive_accepted_and_unpacked(tmp_path, tiny_recipe, monkeypatch):
     recipe, archive = tiny_recipe
-    monkeypatch.setenv(upstream.local_archive_env(recipe), str(archive))
-    tree = upstream.pristine_tree(recipe, cache_dir=tmp_path / "cache")
+    monkeypatch.setenv(sdist.local_archive_env(recipe), str(archive))
+    tree = sdist.pristine_tree(recipe, cache_dir=tmp_path / "cache")
     assert (tree / "tiny" / "other.py").read_text() == "x = 1\ny = 2\nz = 3\n"
 
 
@@ -47,25 +51,25 @@ def test_tampered_archive_refused_with_both_hashes(tmp_path, tiny_recipe, tiny_u
     recipe, archive = tiny_recipe
     (tiny_upstream / "tiny" / "other.py").write_text("x = 'evil'\n")
     evil = make_archive(tiny_upstream, tmp_path / "evil.tar.gz")
-    monkeypatch.setenv(upstream.local_archive_env(recipe), str(evil))
-    with pytest.raises(upstream.HashMismatch) as info:
-        upstream.pristine_tree(recipe, cache_dir=tmp_path / "cache")
+    monkeypatch.setenv(sdist.local_archive_env(recipe), str(evil))
+    with pytest.raises(sdist.HashMismatch) as info:
+        sdist.pristine_tree(recipe, cache_dir=tmp_path / "cache")
     message = str(info.value)
     assert "sha256" in message
-    assert recipe.sha256 in message and upstream.sha256_of(evil) in message
+    assert recipe.sha256 in message and sdist.sha256_of(evil) in message
     assert not list((tmp_path / "cache").glob("tiny-*")), "nothing may be unpacked from a refused archive"
 
 
 def test_missing_local_archive_is_named(tmp_path, tiny_recipe, monkeypatch):
     recipe, _ = tiny_recipe
-    monkeypatch.setenv(upstream.local_archive_env(recipe), str(tmp_path / "nope.tar.gz"))
+    monkeypatch.setenv(sdist.local_archive_env(recipe), str(tmp_path / "nope.tar.gz"))
     with pytest.raises(ForkError, match="nope.tar.gz: no such file"):
-        upstream.archive(recipe, cache_dir=tmp_path / "cache")
+        sdist.archive(recipe, cache_dir=tmp_path / "cache")
 
 
 def test_corrupt_cache_is_downloaded_again(tmp_path, tiny_recipe, monkeypatch):
     recipe, archive = tiny_recipe
-    monkeypatch.delenv(upstream.local_archive_env(recipe), raising=False)
+    monkeypatch.delenv(sdist.local_archive_env(recipe), raising=False)
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / recipe.archive_name).write_bytes(b"truncated download")
@@ -75,25 +79,25 @@ def test_corrupt_cache_is_downloaded_again(tmp_path, tiny_recipe, monkeypatch):
         calls.append(target)
         target.write_bytes(archive.read_bytes())
 
-    monkeypatch.setattr(upstream, "_download", fake_download)
-    assert upstream.archive(recipe, cache_dir=cache) == cache / recipe.archive_name
+    monkeypatch.setattr(sdist, "_download", fake_download)
+    assert sdist.archive(recipe, cache_dir=cache) == cache / recipe.archive_name
     assert calls == [cache / recipe.archive_name]
     # now cached and valid: no second download
-    upstream.archive(recipe, cache_dir=cache)
+    sdist.archive(recipe, cache_dir=cache)
     assert len(calls) == 1
 
 
 def test_download_that_does_not_match_is_refused(tmp_path, tiny_recipe, monkeypatch):
     recipe, _ = tiny_recipe
-    monkeypatch.delenv(upstream.local_archive_env(recipe), raising=False)
+    monkeypatch.delenv(sdist.local_archive_env(recipe), raising=False)
 
     def fake_download(rec, target):
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"not the release")
 
-    monkeypatch.setattr(upstream, "_download", fake_download)
-    with pytest.raises(upstream.HashMismatch, match=recipe.sha256):
-        upstream.archive(recipe, cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(sdist, "_download", fake_download)
+    with pytest.raises(sdist.HashMismatch, match=recipe.sha256):
+        sdist.archive(recipe, cache_dir=tmp_path / "cache")
 
 
 def test_archive_with_two_top_folders_refused(tmp_path, tiny_recipe, monkeypatch):
@@ -106,17 +110,17 @@ def test_archive_with_two_top_folders_refused(tmp_path, tiny_recipe, monkeypatch
     with tarfile.open(odd, "w:gz") as tar:
         tar.add(tmp_path / "a", arcname="a")
         tar.add(tmp_path / "b", arcname="b")
-    odd_recipe = dataclasses.replace(recipe, sha256=upstream.sha256_of(odd))
-    monkeypatch.setenv(upstream.local_archive_env(recipe), str(odd))
+    odd_recipe = dataclasses.replace(recipe, sha256=sdist.sha256_of(odd))
+    monkeypatch.setenv(sdist.local_archive_env(recipe), str(odd))
     with pytest.raises(ForkError, match="one top-level folder"):
-        upstream.pristine_tree(odd_recipe, cache_dir=tmp_path / "cache")
+        sdist.pristine_tree(odd_recipe, cache_dir=tmp_path / "cache")
 
 
 def test_real_pinned_archive(real_recipe, monkeypatch):
     """The real sdist (through pip, or the cache) matches the recipe and holds upstream's tests."""
-    monkeypatch.delenv(upstream.SDIST_ENV, raising=False)
-    path = upstream.archive(real_recipe)
-    assert upstream.sha256_of(path) == real_recipe.sha256
-    tree = upstream.pristine_tree(real_recipe)
+    monkeypatch.delenv(sdist.SDIST_ENV, raising=False)
+    path = sdist.archive(real_recipe)
+    assert sdist.sha256_of(path) == real_recipe.sha256
+    tree = sdist.pristine_tree(real_recipe)
     assert f"Version: {real_recipe.version}" in (tree / "PKG-INFO").read_text()
     assert (tree / "test" / "operators" / "test_low_rank_root_added_diag_linear_operator.py").is_file()

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from linear_operator_fork.differential.case import ALL_OPS, from_key
+from linear_operator_fork.verify.differential.case import ALL_OPS, from_key
 
 PASS, FAIL, BETTER, NO_WORSE, BOTH_FAIL, INVALID = (
     "PASS",
@@ -271,27 +271,14 @@ def markdown(data: dict[str, Any], limit: int = 200) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_block(data: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            README_BEGIN,
-            f"`python -m linear_operator_fork.differential compare --readme README.md`, {data['generated'][:10]}: "
-            f"{variants_line(data)}.",
-            "",
-            *summary_table(data),
-            README_END,
-        ]
-    )
-
-
-def update_readme(path: Path, data: dict[str, Any]) -> None:
-    """Replace the block between the differential markers of ``path`` with the table of ``data``."""
-    text = path.read_text()
-    if README_BEGIN not in text or README_END not in text:
-        raise SystemExit(f"error: {path} has no {README_BEGIN} ... {README_END} block to update")
-    before, rest = text.split(README_BEGIN, 1)
-    _, after = rest.split(README_END, 1)
-    path.write_text(before + readme_block(data) + after)
+def readme_lines(data: dict[str, Any]) -> list[str]:
+    """The README's differential table (written between README_BEGIN and README_END by ``compare --readme``)."""
+    return [
+        f"`python -m linear_operator_fork differential compare --readme README.md`, {data['generated'][:10]}: "
+        f"{variants_line(data)}.",
+        "",
+        *summary_table(data),
+    ]
 
 
 def write(folder: Path, data: dict[str, Any]) -> tuple[Path, Path]:

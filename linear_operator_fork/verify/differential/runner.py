@@ -1,6 +1,6 @@
 """Run a list of cases on one variant; no crash stops the run.
 
-A child process (``python -m linear_operator_fork.differential child``) handles the cases in order: before each case
+A child process (``python -m linear_operator_fork differential child``) handles the cases in order: before each case
 it announces ``start INDEX`` on its stdout (the protocol channel; everything else it prints goes to stderr), runs the
 case (:func:`.outcome.evaluate`) and appends the outcome to the JSONL file as one line, flushed. The parent reads the
 announcements: a child that dies leaves the case it announced last without an outcome, which the parent records as
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-PACKAGE = Path(__file__).resolve().parent.parent  # linear_operator_fork/
+PACKAGE = Path(__file__).resolve().parents[2]  # linear_operator_fork/
 ROOT = PACKAGE.parent
 DEFAULT_TIMEOUT_S = 60.0
 STARTUP_TIMEOUT_S = 300.0  # importing torch and gpytorch on a busy machine
@@ -49,7 +49,7 @@ def environment() -> dict[str, Any]:
     import linear_operator
     import torch
 
-    from linear_operator_fork import cases
+    from linear_operator_fork.verify.data import sparse_class
 
     source = Path(linear_operator.__file__).resolve()
     if source.is_relative_to(ROOT / "build") or source.parent.parent == ROOT:
@@ -57,7 +57,7 @@ def environment() -> dict[str, Any]:
     return {
         "version": linear_operator.__version__,
         "file": str(source),
-        "sparse_class": cases.sparse_class()[1],
+        "sparse_class": sparse_class()[1],
         "torch": torch.__version__,
         "gpytorch": gpytorch.__version__,
     }
@@ -71,8 +71,8 @@ def child(keys_path: Path, start: int, out_path: Path, variant: str) -> int:
     warnings.simplefilter("ignore")
     import torch
 
-    from linear_operator_fork.differential.case import from_key
-    from linear_operator_fork.differential.outcome import evaluate
+    from linear_operator_fork.verify.differential.case import from_key
+    from linear_operator_fork.verify.differential.outcome import evaluate
 
     torch.set_num_threads(1)  # the cases are tiny: threads only cost
     info = environment()
@@ -125,7 +125,7 @@ def append(path: Path, record: dict[str, Any]) -> None:
 
 
 def failure_record(key: str, index: int, variant: str, status: str, message: str, tail: list[str]) -> dict[str, Any]:
-    from linear_operator_fork.differential.case import expectation, from_key
+    from linear_operator_fork.verify.differential.case import expectation, from_key
 
     return {
         "key": key,
@@ -209,7 +209,7 @@ def run(
         while index < len(keys):
             spawns += 1
             stderr_path = workdir / f"stderr-{spawns}.log"
-            command = [python or sys.executable, "-m", f"{PACKAGE.name}.differential", "child", str(keys_path),
+            command = [python or sys.executable, "-m", PACKAGE.name, "differential", "child", str(keys_path),
                        "--start", str(index), "--out", str(out_path), "--variant", variant]  # fmt: skip
             process = Child(command, workdir, env, stderr_path)
             current, since, finished = None, time.monotonic(), False

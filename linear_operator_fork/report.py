@@ -1,6 +1,10 @@
-"""Stock vs fork, side by side: merge the verify records into ``results.json``, ``report.md`` and plots.
+"""The report: stock vs fork, side by side, from the records of a verify or benchmark run.
 
-    python -m linear_operator_fork.compare build/verify
+    python -m linear_operator_fork report build/verify [--cases-only] [--readme README.md]
+
+The one place that renders the records (:mod:`linear_operator_fork.verify.records`): the verify report, the tables of
+the pull requests' descriptions (:mod:`linear_operator_fork.pr`) and the README's measured table (``--readme``, which
+``nox -s benchmark`` passes: the block between ``README_BEGIN`` and ``README_END``).
 
 Reads every ``records/*.json`` (``{"records": [...]}``, written by the suite and case sessions),
 writes ``results.json`` (all records under ``"records"``), ``report.md`` and, when matplotlib is
@@ -19,23 +23,17 @@ import platform
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-SUITES = ("upstream-suite", "gpytorch-suite")
+from linear_operator_fork.recipe import ForkError
+from linear_operator_fork.verify import records as record_files
+from linear_operator_fork.verify.records import GIB, SUITES, Record
+
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
-GIB = 1024**3
+README_BEGIN, README_END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
 
 
-def load_records(folder: Path) -> list[dict]:
-    records = []
-    for path in sorted((folder / "records").glob("*.json")):
-        try:
-            records.extend(json.loads(path.read_text())["records"])
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise SystemExit(f"error: {path} is not a records file ({exc})") from None
-    return records
-
-
-def params_key(record: dict) -> str:
+def params_key(record: Record) -> str:
     params = record.get("params") or {}
     shown = {k: params[k] for k in ("N", "n", "T", "m", "dtype", "layout") if k in params}
     return ", ".join(f"{k}={v}" for k, v in shown.items())
@@ -49,7 +47,7 @@ def seconds(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def cell(record: dict | None) -> str:
+def cell(record: Record | None) -> str:
     if record is None:
         return "—"
     if record["status"] == "ok":
@@ -61,14 +59,14 @@ def cell(record: dict | None) -> str:
     )
 
 
-def loss_difference(record: dict | None, reference: dict | None) -> float | None:
+def loss_difference(record: Record | None, reference: Record | None) -> float | None:
     """Largest relative difference of the per-step losses, when both runs are ok."""
     if not record or not reference or record["status"] != "ok" or reference["status"] != "ok":
         return None
     return relative_difference(record.get("losses", []), reference.get("losses", []))
 
 
-def ratio(numerator: dict | None, denominator: dict | None, field: str) -> str:
+def ratio(numerator: Record | None, denominator: Record | None, field: str) -> str:
     """numerator/denominator of a field, when both runs are ok; '' otherwise."""
     if not numerator or not denominator or numerator["status"] != "ok" or denominator["status"] != "ok":
         return ""
@@ -87,7 +85,7 @@ def relative_difference(a: Iterable[float], b: Iterable[float]) -> float:
 RowKey = tuple[str, str, float, str]  # case, device, N (or m), parameters as text: sorts numerically
 
 
-def case_rows(records: list[dict]) -> tuple[list[str], dict[RowKey, dict[str, dict]]]:
+def case_rows(records: list[Record]) -> tuple[list[str], dict[RowKey, dict[str, Record]]]:
     """Variants in display order, and (case, device, size, params) -> variant -> record."""
     rows: dict[RowKey, dict[str, dict]] = {}
     variants: list[str] = []
@@ -105,7 +103,7 @@ def case_rows(records: list[dict]) -> tuple[list[str], dict[RowKey, dict[str, di
     return variants, rows
 
 
-def suite_problems(suite: str, stock: dict | None, fork: dict, fork_name: str = "fork") -> list[str]:
+def suite_problems(suite: str, stock: Record | None, fork: Record, fork_name: str = "fork") -> list[str]:
     """A suite run on the fork against stock's: failures, a run that did not complete, and regressions
     (a test that passes on stock and does not pass on the fork, even where the fork's new tests keep the
     pass count up)."""
@@ -128,7 +126,7 @@ def suite_problems(suite: str, stock: dict | None, fork: dict, fork_name: str = 
     return problems
 
 
-def verdicts(records: list[dict], suites: bool = True) -> tuple[list[str], list[str]]:
+def verdicts(records: list[Record], suites: bool = True) -> tuple[list[str], list[str]]:
     """(problems that fail the run, facts worth stating)."""
     problems, facts = [], []
     by_suite = {(r["case"], r["variant"]): r for r in records if r["case"] in SUITES}
@@ -163,7 +161,7 @@ def verdicts(records: list[dict], suites: bool = True) -> tuple[list[str], list[
     return problems, facts
 
 
-def learned_noise_facts(rows: dict[RowKey, dict[str, dict]]) -> list[str]:
+def learned_noise_facts(rows: dict[RowKey, dict[str, Record]]) -> list[str]:
     """The fork's learned extra noise (case g) against its fixed noise (case b), at the same parameters."""
     facts = []
     fixed = {(key[1], key[3]): by_variant.get("fork") for key, by_variant in rows.items() if key[0] == "b"}
@@ -180,7 +178,7 @@ def learned_noise_facts(rows: dict[RowKey, dict[str, dict]]) -> list[str]:
 PREDICTION_CASES = ("e", "f")
 
 
-def prediction_lines(records: list[dict]) -> list[str]:
+def prediction_lines(records: list[Record]) -> list[str]:
     """The prediction cases (e, f): time and memory of the prediction, and the errors of the mean and variance."""
     rows = [r for r in records if r["case"] in PREDICTION_CASES and r["status"] != "skipped"]
     if not rows:
@@ -211,38 +209,31 @@ def prediction_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def markdown(records: list[dict], problems: list[str], facts: list[str], plots: list[str]) -> str:
-    lines = ["# Verify report: stock vs fork", ""]
-    lines.append(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
-                 f"{platform.machine()} ({platform.system()}), Python {platform.python_version()}.")  # fmt: skip
-    versions = sorted({f"{r['variant']}: linear_operator {r['version']}" for r in records if r.get("version")})
-    lines += ["", *[f"- {v}" for v in versions], ""]
-    lines += ["## Verdict", ""]
-    lines += [f"- FAIL: {p}" for p in problems] or ["- the fork regresses nowhere"]
-    lines += [f"- {f}" for f in facts]
-    lines += [
-        "",
-        "## Test suites",
-        "",
-        "| suite | variant | passed | failed | skipped | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
+def versions(records: list[Record]) -> list[str]:
+    """``variant: linear_operator version`` of every variant that imported one."""
+    return sorted({f"{r['variant']}: linear_operator {r['version']}" for r in records if r.get("version")})
+
+
+def suites_table(records: list[Record]) -> list[str]:
+    """One row per suite × variant: passed, failed, skipped, seconds."""
+    lines = ["| suite | variant | passed | failed | skipped | seconds |", "|---|---|---|---|---|---|"]
     for r in records:
         if r["case"] in SUITES:
             lines.append(
-                f"| {r['case']} | {r['variant']} | {r['passed']} | {r['failed']} | {r['skipped']} | "
+                f"| {r['case']} | {r['variant']} | {r.get('passed')} | {r.get('failed')} | {r.get('skipped')} | "
                 f"{seconds(r.get('seconds'))} |"
             )
-    variants, rows = case_rows(records)
-    lines += [
-        "",
-        "## Large-M cases",
-        "",
-        "Each cell: status, seconds, peak memory (CPU: peak RSS; CUDA: peak allocated).",
-        "",
-    ]
+    return lines
+
+
+def cases_table(records: list[Record], cases: Iterable[str] | None = None) -> list[str]:
+    """One row per case × device × parameters (``cases``: only those), one cell per variant (status, seconds, peak
+    memory), then the ratios stock/fork peak, fork/reference time and peak, and the loss against the reference;
+    then the messages of the runs that are not ok."""
+    chosen = [r for r in records if r["case"] not in SUITES and (cases is None or r["case"] in cases)]
+    variants, rows = case_rows(chosen)
     extra = ["stock/fork peak", "fork/ref. time", "fork/ref. peak", "loss vs ref."]
-    lines.append("| case | device | parameters | " + " | ".join(variants + extra) + " |")
+    lines = ["| case | device | parameters | " + " | ".join(variants + extra) + " |"]
     lines.append("|---|---|---|" + "---|" * (len(variants) + len(extra)))
     for (case, device, _, params), by_variant in sorted(rows.items()):
         cells = [cell(by_variant.get(v)) for v in variants]
@@ -255,19 +246,52 @@ def markdown(records: list[dict], problems: list[str], facts: list[str], plots: 
             "" if diff is None else f"{diff:.1e}",
         ]
         lines.append(f"| {case} | {device} | {params} | {' | '.join(cells)} |")
-    skipped = sorted({r.get("message", "") for r in records if r["status"] == "skipped"})
-    messages = [r for r in records if r["case"] not in SUITES and r["status"] not in ("ok", "skipped")]
+    skipped = sorted({r.get("message", "") for r in chosen if r["status"] == "skipped"})
+    messages = [r for r in chosen if r["status"] not in ("ok", "skipped")]
     if skipped:
         lines += ["", "Skipped: " + "; ".join(skipped)]
     if messages:
-        lines += ["", "### Messages", ""]
+        lines += ["", "Messages:", ""]
         lines += [
             f"- case {r['case']} {params_key(r)} {r['variant']} ({r['status']}): {r['message'][:300]}" for r in messages
         ]
+    return lines
+
+
+def markdown(records: list[Record], problems: list[str], facts: list[str], plots: list[str]) -> str:
+    lines = ["# Verify report: stock vs fork", ""]
+    lines.append(f"Generated {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on "
+                 f"{platform.machine()} ({platform.system()}), Python {platform.python_version()}.")  # fmt: skip
+    lines += ["", *[f"- {v}" for v in versions(records)], ""]
+    lines += ["## Verdict", ""]
+    lines += [f"- FAIL: {p}" for p in problems] or ["- the fork regresses nowhere"]
+    lines += [f"- {f}" for f in facts]
+    lines += ["", "## Test suites", "", *suites_table(records)]
+    lines += [
+        "",
+        "## Large-M cases",
+        "",
+        "Each cell: status, seconds, peak memory (CPU: peak RSS; CUDA: peak allocated).",
+        "",
+    ]
+    lines += cases_table(records)
     lines += prediction_lines(records)
     if plots:
         lines += ["", "## Case a swept over N", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def benchmark_lines(records: list[Record], command: str) -> list[str]:
+    """The README's measured table: how it was made (the command, the build, the machine), then the cases table."""
+    fork = sorted({str(r["version"]) for r in records if r.get("variant") == "fork" and r.get("version")})
+    torch = sorted({str(r["torch"]) for r in records if r.get("torch")})
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    return [
+        f"`{command}`, {stamp}, fork {', '.join(fork) or '(none)'}, torch {', '.join(torch) or '?'}, on "
+        f"{platform.machine()} with {platform.python_implementation()} {platform.python_version()}:",
+        "",
+        *cases_table(records),
+    ]
 
 
 def differential_section(path: Path) -> tuple[list[str], list[str]]:
@@ -295,7 +319,7 @@ def differential_section(path: Path) -> tuple[list[str], list[str]]:
     return problems, lines
 
 
-def plot(records: list[dict], folder: Path) -> list[str]:
+def plot(records: list[Record], folder: Path) -> list[str]:
     try:
         import matplotlib
 
@@ -348,15 +372,20 @@ def plot(records: list[dict], folder: Path) -> list[str]:
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linear_operator_fork.compare", description=__doc__)
-    parser.add_argument("folder", type=Path, help="the verify folder holding records/")
+def add_arguments(commands: Any) -> None:
+    """The ``report`` subcommand of ``python -m linear_operator_fork``."""
+    parser = commands.add_parser("report", help="stock vs fork: results.json, report.md and plots of a run's records")
+    parser.add_argument("folder", type=Path, help="the run's folder, holding records/ (e.g. build/verify)")
     parser.add_argument("--cases-only", action="store_true", help="no suite records expected (the benchmark)")
-    args = parser.parse_args(argv)
-    records = load_records(args.folder)
+    parser.add_argument("--readme", type=Path, help=f"also write the cases table into this file's {README_BEGIN} block")
+    parser.add_argument("--command", default="nox -s benchmark", help="the command named above the README's table")
+    parser.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    records = record_files.load(args.folder)
     if not records:
-        print(f"error: no records under {args.folder / 'records'}: run `nox -s verify`", file=sys.stderr)
-        return 1
+        raise ForkError(f"no records under {args.folder / 'records'}: run `nox -s verify` (or benchmark)")
     problems, facts = verdicts(records, suites=not args.cases_only)
     differential_problems, differential_lines = [], []
     if not args.cases_only:
@@ -375,8 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.folder / "report.md").write_text(report)
     print(report)
     print(f"wrote {args.folder / 'results.json'}, {args.folder / 'report.md'}" + "".join(f", {p}" for p in plots))
+    if args.readme:
+        record_files.replace_block(args.readme, README_BEGIN, README_END, benchmark_lines(records, args.command))
+        print(f"wrote the measured table into {args.readme}")
     return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,10 +13,10 @@ import math
 import time
 from typing import Any
 
-from linear_operator_fork.differential import data as case_data
-from linear_operator_fork.differential import reference as case_reference
-from linear_operator_fork.differential import scenarios
-from linear_operator_fork.differential.case import CLEAR_ERRORS, Case, expectation, tolerance_dtype
+from linear_operator_fork.verify.differential import data as case_data
+from linear_operator_fork.verify.differential import reference as case_reference
+from linear_operator_fork.verify.differential import scenarios
+from linear_operator_fork.verify.differential.case import CLEAR_ERRORS, Case, expectation, tolerance_dtype
 
 STATUSES = ("ok", "inaccurate", "wrong", "error", "crash", "timeout", "invalid")
 BASE_TOLERANCE = {"float32": 1e-4, "float64": 1e-9}

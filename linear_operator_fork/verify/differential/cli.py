@@ -1,9 +1,9 @@
-"""The differential harness's command line.
+"""The differential harness's subcommands of ``python -m linear_operator_fork``.
 
-    python -m linear_operator_fork.differential generate [--count N] [--seed S] [--case KEY ...]
-    python -m linear_operator_fork.differential run --variant NAME [--python PY]     (the installed linear_operator)
-    python -m linear_operator_fork.differential compare [--readme README.md]
-    python -m linear_operator_fork.differential replay KEY                            (one case, here, in detail)
+    python -m linear_operator_fork differential generate [--count N] [--seed S] [--case KEY ...]
+    python -m linear_operator_fork differential run --variant NAME [--python PY]     (the installed linear_operator)
+    python -m linear_operator_fork differential compare [--readme README.md]
+    python -m linear_operator_fork differential replay KEY                            (one case, here, in detail)
 
 Files (``--dir``, default ``build/differential``): ``cases.json`` (the case keys and how they were generated),
 ``<variant>.jsonl`` (one outcome per line), ``results.json`` and ``report.md`` (compare).
@@ -22,7 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from linear_operator_fork.recipe import ForkError
+
+ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DIR = ROOT / "build" / "differential"
 DEFAULT_SEED = 20261127
 DEFAULT_COUNT = 400
@@ -33,29 +35,29 @@ def env_int(name: str, default: int) -> int:
     try:
         return int(text) if text else default
     except ValueError:
-        raise SystemExit(f"error: ${name}={text!r} is not an integer") from None
+        raise ForkError(f"${name}={text!r} is not an integer") from None
 
 
 def load_cases_file(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise SystemExit(f"error: no {path}: run `python -m linear_operator_fork.differential generate` first")
+        raise ForkError(f"no {path}: run `python -m linear_operator_fork differential generate` first")
     return json.loads(path.read_text())
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from linear_operator_fork.differential.case import from_key
+    from linear_operator_fork.verify.differential.case import from_key
 
     meta: dict[str, Any] = {"generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if args.case:
         try:
             keys = [from_key(key).key for key in args.case]
         except ValueError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise ForkError(f"{exc}") from None
         meta.update(seed=None, count=len(keys), hypothesis=None, replay=True)
     else:
         import hypothesis
 
-        from linear_operator_fork.differential import space
+        from linear_operator_fork.verify.differential import space
 
         keys = [case.key for case in space.generate(args.count, args.seed)]
         meta.update(seed=args.seed, count=args.count, hypothesis=hypothesis.__version__, replay=False)
@@ -69,7 +71,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from linear_operator_fork.differential import runner
+    from linear_operator_fork.verify.differential import runner
 
     keys = load_cases_file(args.cases or args.dir / "cases.json")["cases"]
     out = args.out or args.dir / f"{args.variant}.jsonl"
@@ -83,15 +85,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from linear_operator_fork.differential import verdict
-    from linear_operator_fork.differential.runner import load_outcomes
+    from linear_operator_fork.verify import records
+    from linear_operator_fork.verify.differential import verdict
+    from linear_operator_fork.verify.differential.runner import load_outcomes
 
     meta = load_cases_file(args.dir / "cases.json")
     outcomes = {}
     for variant in ("stock", "fork"):
         path = args.dir / f"{variant}.jsonl"
         if not path.exists():
-            raise SystemExit(f"error: no {path}: run `python -m linear_operator_fork.differential run --variant "
+            raise ForkError(f"no {path}: run `python -m linear_operator_fork differential run --variant "
                              f"{variant}` (or nox -s differential)")  # fmt: skip
         outcomes[variant] = load_outcomes(path)
     data = verdict.results(meta, outcomes["stock"], outcomes["fork"])
@@ -102,8 +105,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"FAIL {fail['key']}\n     {fail['reason'][:200]}\n     replay: {fail['replay']}")
     if args.readme:
         if meta.get("replay"):
-            raise SystemExit("error: --readme with a replayed case list: run the full list (nox -s differential)")
-        verdict.update_readme(args.readme, data)
+            raise ForkError("--readme with a replayed case list: run the full list (nox -s differential)")
+        records.replace_block(args.readme, verdict.README_BEGIN, verdict.README_END, verdict.readme_lines(data))
         print(f"updated the table in {args.readme}")
     print(f"wrote {results_path}, {report_path}")
     return 1 if data["fails"] else 0
@@ -130,14 +133,14 @@ def describe(record: dict[str, Any]) -> list[str]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from linear_operator_fork.differential import runner
-    from linear_operator_fork.differential.case import from_key
-    from linear_operator_fork.differential.data import describe_index, make
+    from linear_operator_fork.verify.differential import runner
+    from linear_operator_fork.verify.differential.case import from_key
+    from linear_operator_fork.verify.differential.data import describe_index, make
 
     try:
         case = from_key(args.key)
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise ForkError(f"{exc}") from None
     index = make(case).index
     if index is not None:
         print(f"index: {describe_index(index)}")
@@ -153,19 +156,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_child(args: argparse.Namespace) -> int:
-    from linear_operator_fork.differential import runner
+    from linear_operator_fork.verify.differential import runner
 
     return runner.child(args.keys, args.start, args.out, args.variant)
 
 
-def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(
-        prog="python -m linear_operator_fork.differential", description=__doc__.split("\n")[0]
-    )
+def add_arguments(commands: Any) -> None:
+    """The ``differential`` subcommands of ``python -m linear_operator_fork``."""
+    main = commands.add_parser("differential", help="the differential harness: generate, run, compare, replay cases")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="folder of the files (default %(default)s)")
-    commands = main.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser(
+    sub = main.add_subparsers(dest="differential_command", required=True)
+    generate = sub.add_parser(
         "generate", parents=[common], help="write cases.json: the seeded case list (or the cases given)"
     )
     generate.add_argument(
@@ -173,7 +175,7 @@ def parser() -> argparse.ArgumentParser:
     )
     generate.add_argument("--seed", type=int, default=env_int("LINEAR_OPERATOR_FORK_DIFFERENTIAL_SEED", DEFAULT_SEED))
     generate.add_argument("--case", action="append", help="a case key (repeatable): exactly these cases")
-    run = commands.add_parser(
+    run = sub.add_parser(
         "run", parents=[common], help="run every case on the installed linear_operator, one JSON line each"
     )
     run.add_argument("--variant", required=True, help="label of the linear_operator under test: stock or fork")
@@ -181,25 +183,24 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="the outcomes (default DIR/VARIANT.jsonl)")
     run.add_argument("--timeout", type=float, default=60.0, help="seconds per case (default %(default)s)")
     run.add_argument("--python", help="the interpreter of the children (default: this one)")
-    compare = commands.add_parser(
+    compare = sub.add_parser(
         "compare", parents=[common], help="verdicts: results.json and report.md; exit 1 on a fork FAIL"
     )
     compare.add_argument("--readme", type=Path, help="also rewrite the differential table of this README")
-    replay = commands.add_parser("replay", help="run one case here (in a child process) and show it in detail")
+    replay = sub.add_parser("replay", help="run one case here (in a child process) and show it in detail")
     replay.add_argument("key")
     replay.add_argument("--variant", default="here", help="label for the output (default %(default)s)")
     replay.add_argument("--timeout", type=float, default=600.0)
     replay.add_argument("--python", help="the interpreter of the child (default: this one)")
-    child = commands.add_parser("child", help="(internal) run cases in this process")
+    child = sub.add_parser("child", help="(internal) run cases in this process")
     child.add_argument("keys", type=Path)
     child.add_argument("--start", type=int, default=0)
     child.add_argument("--out", type=Path, required=True)
     child.add_argument("--variant", required=True)
-    return main
+    main.set_defaults(handler=run_command)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def run_command(args: argparse.Namespace) -> int:
     commands = {
         "generate": cmd_generate,
         "run": cmd_run,
@@ -207,8 +208,4 @@ def main(argv: list[str] | None = None) -> int:
         "replay": cmd_replay,
         "child": cmd_child,
     }
-    return commands[args.command](args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return commands[args.differential_command](args)

@@ -11,5 +11,5 @@ compares the outputs with a dense float64 computation in plain torch from the sa
 The rule: the fork succeeds wherever stock succeeds and agrees with it, unless it is closer to the reference; the
 fork is never silently wrong (numbers where an error is due, or numbers off the reference beyond tolerance).
 
-    python -m linear_operator_fork.differential {generate,run,compare,replay}   (nox -s differential)
+    python -m linear_operator_fork.verify.differential {generate,run,compare,replay}   (nox -s differential)
 """

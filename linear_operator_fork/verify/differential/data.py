@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from linear_operator_fork.differential.case import Case, uses_root
+from linear_operator_fork.verify.differential.case import Case, uses_root
 
 # gpytorch's GreaterThan(1e-4) on the noise: the bound is a float32 buffer, cast with the module
 NOISE_LOWER_BOUND = 9.999999747378752e-05

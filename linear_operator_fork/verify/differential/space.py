@@ -17,7 +17,7 @@ import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 
-from linear_operator_fork.differential.case import (
+from linear_operator_fork.verify.differential.case import (
     CONDS,
     DTYPES,
     EDITS,

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from linear_operator_fork.differential.case import Case, uses_root
-from linear_operator_fork.differential.data import NOISE_LOWER_BOUND, Data, rbf, weights
+from linear_operator_fork.verify.differential.case import Case, uses_root
+from linear_operator_fork.verify.differential.data import NOISE_LOWER_BOUND, Data, rbf, weights
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 :func:`run` returns ``{name: tensor}``; :mod:`.reference` computes the same names densely in float64. The sparse class
 is the installed linear_operator's ``SparseLinearOperator`` or, on stock, the PR #120 thread's class
-(:func:`linear_operator_fork.cases.sparse_class`).
+(:func:`linear_operator_fork.verify.data.sparse_class`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from linear_operator_fork import cases
-from linear_operator_fork.differential.case import Case
-from linear_operator_fork.differential.data import Data, weights
+from linear_operator_fork.verify.data import sparse_class
+from linear_operator_fork.verify.differential.case import Case
+from linear_operator_fork.verify.differential.data import Data, weights
 
 
 def run(case: Case, data: Data) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def dense_tensor(value: Any) -> Any:
 
 
 def sparse_operator(tensor: Any) -> Any:
-    cls, _ = cases.sparse_class()
+    cls, _ = sparse_class()
     return cls(tensor)
 
 

@@ -5,7 +5,7 @@ so the tests our patches add run too) into ``build/suites/<suite>-<variant>/``: 
 source sits next to it, so every ``import linear_operator`` resolves to the installed wheel.
 pytest writes JUnit XML; the counts and failing test ids become one record of the verify report.
 
-    python -m linear_operator_fork.suites --suite upstream-suite --variant fork \\
+    python -m linear_operator_fork suite --suite upstream-suite --variant fork \\
         --tests <tree>/test --out build/verify/records/upstream-suite-fork.json
 """
 
@@ -19,8 +19,11 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from linear_operator_fork.recipe import BUILD_DIR, ForkError
+from linear_operator_fork.verify import records
+from linear_operator_fork.verify.records import Record
 
 
 def copy_tests(source: Path, workdir: Path) -> Path:
@@ -65,7 +68,7 @@ def installed_linear_operator() -> dict:
     return {"version": version, "file": file}
 
 
-def run(suite: str, variant: str, tests: Path, out: Path, extra: list[str]) -> dict:
+def run(suite: str, variant: str, tests: Path, out: Path, extra: list[str]) -> Record:
     workdir = BUILD_DIR / "suites" / f"{suite}-{variant}"
     copy = copy_tests(tests, workdir)
     # An ini file of its own makes workdir pytest's rootdir: no configuration of this repository applies,
@@ -80,37 +83,34 @@ def run(suite: str, variant: str, tests: Path, out: Path, extra: list[str]) -> d
     start = time.perf_counter()
     result = subprocess.run(command, cwd=workdir)
     seconds = time.perf_counter() - start
-    record = {"case": suite, "variant": variant, **installed_linear_operator(), "device": "cpu", "seconds": seconds}
+    record = records.new(suite, variant, "cpu")
+    record.update(installed_linear_operator(), seconds=seconds)
+    del record["losses"], record["grads"], record["params"]
     if junit.is_file():
         counts = junit_counts(junit)
         status = "ok" if counts["failed"] == 0 and result.returncode == 0 else "error"
         message = f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped"
-        record.update(counts, status=status, message=message, peak_bytes=None)
+        record.update(counts, status=status, message=message)
     else:
-        record.update(status="error", message=f"pytest exited {result.returncode} without a report", peak_bytes=None)
+        record.update(status="error", message=f"pytest exited {result.returncode} without a report")
         record.update(passed=0, failed=0, skipped=0, failures=[], passed_ids=[])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"records": [record]}, indent=2) + "\n")
+    records.write(out, [record])
     print(f"[{suite} / {variant}] {record['message']} in {seconds:.0f} s -> {out}", flush=True)
     return record
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m linear_operator_fork.suites", description=__doc__)
+def add_arguments(commands: Any) -> None:
+    """The ``suite`` subcommand of ``python -m linear_operator_fork``."""
+    parser = commands.add_parser("suite", help="run a released test suite against the installed linear_operator")
     parser.add_argument("--suite", required=True, help="record name, e.g. upstream-suite or gpytorch-suite")
     parser.add_argument("--variant", required=True)
     parser.add_argument("--tests", required=True, type=Path, help="the suite's test/ folder (copied, not run in place)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    args = parser.parse_args(argv)
-    try:
-        record = run(args.suite, args.variant, args.tests, args.out.resolve(), args.pytest_args)
-    except ForkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parser.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    record = run(args.suite, args.variant, args.tests, args.out.resolve(), args.pytest_args)
     # A failing suite is data for the report, which decides; the session fails only when nothing ran.
     return 0 if record["passed"] + record["failed"] > 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The gpytorch models of the cases, on whatever ``linear_operator`` the process imports (stock or fork)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from linear_operator_fork.verify.catalogue import FORK_SPARSE_CLASS, JITTER, THREAD_SPARSE_CLASS
+from linear_operator_fork.verify.data import SparseData, sparse_class, sparse_matrix
+from linear_operator_fork.verify.protocol import (
+    adam_steps,
+    collect_grads,
+    max_relative_error,
+    normwise_relative_error,
+    self_peak_rss,
+    set_raw,
+)
+from linear_operator_fork.verify.reference import woodbury_prediction
+
+
+def gpytorch_kernel(dtype: Any, device: Any) -> Any:
+    import gpytorch
+
+    kernel = gpytorch.kernels.ScaleKernel(gpytorch.kernels.RBFKernel())
+    set_raw(kernel, "raw_outputscale")
+    set_raw(kernel.base_kernel, "raw_lengthscale")
+    return kernel.to(device=device, dtype=dtype)
+
+
+def kernel_root(kernel: Any, Z: Any) -> Any:
+    """``R = cholesky(K(Z, Z) + JITTER I)`` with ``K`` evaluated densely (the same R in every variant)."""
+    import torch
+
+    K = kernel(Z).to_dense() + JITTER * torch.eye(Z.size(0), dtype=Z.dtype, device=Z.device)
+    return torch.linalg.cholesky(K)
+
+
+def make_likelihood(case: str, data: SparseData) -> Any:
+    """The likelihood of a GP case: learned constant noise (a, e, f), fixed noise (b), fixed plus learned (g)."""
+    import gpytorch
+
+    if case == "b":
+        return gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=data.noise, learn_additional_noise=False)
+    if case == "g":
+        likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=data.noise, learn_additional_noise=True)
+        set_raw(likelihood.second_noise_covar, "raw_noise")
+        return likelihood
+    likelihood = gpytorch.likelihoods.GaussianLikelihood()
+    set_raw(likelihood.noise_covar, "raw_noise")
+    return likelihood
+
+
+def sparse_observation_gp(
+    data: SparseData, train_x: Any, train_y: Any, likelihood: Any, rows_operator: Callable[[Any], Any]
+) -> Any:
+    """The ExactGP of the sparse cases: ``forward(x)`` is ``LowRankRootLinearOperator(rows_operator(x) @ R)``."""
+    import gpytorch
+    from linear_operator.operators import DenseLinearOperator, LowRankRootLinearOperator
+
+    dtype, device = data.y.dtype, data.y.device
+
+    class SparseObservationGP(gpytorch.models.ExactGP):
+        def __init__(self) -> None:
+            super().__init__(train_x, train_y, likelihood)
+            self.mean_module = gpytorch.means.ConstantMean()
+            self.covar_module = gpytorch_kernel(dtype, device)
+            self.register_buffer("inducing", data.Z)
+
+        def forward(self, x: Any) -> Any:
+            R = kernel_root(self.covar_module, self.inducing)
+            covar = LowRankRootLinearOperator(rows_operator(x) @ DenseLinearOperator(R))
+            return gpytorch.distributions.MultivariateNormal(self.mean_module(x), covar)
+
+    model = SparseObservationGP().to(device=device, dtype=dtype)
+    set_raw(model.mean_module, "raw_constant")
+    return model
+
+
+def train_gp(model: Any, likelihood: Any, train_x: Any, train_y: Any) -> dict[str, Any]:
+    """``STEPS`` Adam steps of ``ExactMarginalLogLikelihood``."""
+    import gpytorch
+
+    model.train()
+    likelihood.train()
+    mll = gpytorch.mlls.ExactMarginalLogLikelihood(likelihood, model)
+
+    def loss_fn() -> Any:
+        return -mll(model(train_x), train_y)
+
+    return adam_steps(list(model.parameters()), list(model.named_parameters()), loss_fn)
+
+
+def run_gp(case: str, data: SparseData, layout: str) -> dict[str, Any]:
+    """Cases a, b and g: ExactGP + ExactMarginalLogLikelihood, two Adam steps; the operator is built once."""
+    import torch
+
+    cls, cls_name = sparse_class()
+    sparse_op = cls(sparse_matrix(data, layout))
+    train_x = torch.arange(data.N, dtype=data.y.dtype, device=data.y.device).unsqueeze(-1)  # only its length matters
+    likelihood = make_likelihood(case, data)
+    model = sparse_observation_gp(data, train_x, data.y, likelihood, lambda x: sparse_op)
+    result = train_gp(model, likelihood, train_x, data.y)
+    return {**result, "info": {"sparse_class": cls_name}}
+
+
+def run_predict(case: str, data: SparseData, layout: str, num_test: int) -> dict[str, Any]:
+    """Cases e and f: train as case a on the first N - T rows, then predict the last T rows (mean and variance).
+
+    The inputs are row indices into ``L``: ``forward`` selects those rows of the sparse operator (the training rows
+    once, when the model is built; the fork's operator is indexed, the thread's class has no indexing and gets the
+    rows of the tensor). Prediction: ``model(test_x)`` in eval mode, under ``torch.no_grad()``, with gpytorch's
+    default strategy (e) or ``fast_pred_var`` (f). The record's ``info`` has the prediction's time, the peak before
+    it, and the errors of the mean and the variance against the float64 Woodbury of :func:`woodbury_prediction`.
+    """
+    import gpytorch
+    import torch
+
+    cls, cls_name = sparse_class()
+    all_rows = sparse_matrix(data, layout)
+    num_train = data.N - num_test
+    dtype, device = data.y.dtype, data.y.device
+
+    if cls_name == FORK_SPARSE_CLASS:
+        all_rows_op = cls(all_rows)
+
+        def select(rows: Any) -> Any:
+            return all_rows_op[rows]
+
+    else:
+        coo = all_rows if layout == "coo" else all_rows.to_sparse_coo()
+
+        def select(rows: Any) -> Any:
+            return cls(coo.index_select(0, rows).coalesce())
+
+    train_x = torch.arange(num_train, dtype=dtype, device=device).unsqueeze(-1)
+    test_x = torch.arange(num_train, data.N, dtype=dtype, device=device).unsqueeze(-1)
+    train_y = data.y[:num_train]
+    train_rows_op = select(torch.arange(num_train, device=device))
+
+    def rows_operator(x: Any) -> Any:
+        return train_rows_op if x is train_x else select(x.squeeze(-1).long())
+
+    likelihood = make_likelihood("a", data)
+    model = sparse_observation_gp(data, train_x, train_y, likelihood, rows_operator)
+    result = train_gp(model, likelihood, train_x, train_y)
+
+    train_peak = self_peak_rss()
+    model.eval()
+    likelihood.eval()
+    started = time.perf_counter()
+    with torch.no_grad(), gpytorch.settings.fast_pred_var(case == "f"):
+        prediction = model(test_x)
+        mean, variance = prediction.mean, prediction.variance
+    predict_seconds = time.perf_counter() - started
+    raw = gpytorch_raw_parameters(model, likelihood)
+    with torch.no_grad():
+        expected_mean, expected_variance = woodbury_prediction(data, num_train, raw, torch.float64)
+        mean32, variance32 = woodbury_prediction(data, num_train, raw, dtype)
+    info = {
+        "sparse_class": cls_name,
+        "T": num_test,
+        "train_peak_bytes": train_peak,
+        "predict_seconds": predict_seconds,
+        "mean_error": normwise_relative_error(mean, expected_mean),
+        "variance_error": max_relative_error(variance, expected_variance),
+        "reference_mean_error": normwise_relative_error(mean32, expected_mean),
+        "reference_variance_error": max_relative_error(variance32, expected_variance),
+    }
+    return {**result, "info": info}
+
+
+def gpytorch_raw_parameters(model: Any, likelihood: Any) -> dict[str, Any]:
+    """The raw parameters of the gpytorch model of cases a, e and f, by the reference's names."""
+    return {
+        "raw_constant": model.mean_module.raw_constant,
+        "raw_outputscale": model.covar_module.raw_outputscale,
+        "raw_lengthscale": model.covar_module.base_kernel.raw_lengthscale,
+        "raw_noise": likelihood.noise_covar.raw_noise,
+    }
+
+
+def run_cross(data: SparseData, layout: str) -> dict[str, Any]:
+    """Case d: ``MatmulLinearOperator(Uᵀ, U).to_dense()`` (r × r) for ``U = SparseLinearOperator(L) @ R``."""
+    from linear_operator.operators import DenseLinearOperator, MatmulLinearOperator
+
+    cls, cls_name = sparse_class()
+    sparse_op = cls(sparse_matrix(data, layout))
+    kernel = gpytorch_kernel(data.y.dtype, data.y.device)
+
+    def loss_fn() -> Any:
+        U = sparse_op @ DenseLinearOperator(kernel_root(kernel, data.Z))
+        gram = MatmulLinearOperator(U.mT, U).to_dense()
+        return gram.diagonal().sum() / data.N
+
+    result = adam_steps(list(kernel.parameters()), list(kernel.named_parameters()), loss_fn)
+    return {**result, "info": {"sparse_class": cls_name}}
+
+
+def run_thread(m: int, device: str) -> dict[str, Any]:
+    from linear_operator_fork.verify import thread_script
+
+    losses, grads, info = [], {}, {"sparse_class": THREAD_SPARSE_CLASS, "M": m**3}
+
+    def observe(step: int, loss: Any, model: Any) -> None:
+        losses.append(loss.item())
+        if step == 0:
+            grads.update(collect_grads(list(model.named_parameters())))
+            info["root_shape"] = list(model.root_shape)
+
+    thread_script.main(m=m, device=device, observe=observe)
+    return {"losses": losses, "grads": grads, "info": info}
+
+
+def run_probe(alloc_gib: float, sleep_s: float) -> dict[str, Any]:
+    import torch
+
+    block = torch.ones(int(alloc_gib * 2**30), dtype=torch.uint8) if alloc_gib else None
+    time.sleep(sleep_s)
+    return {"losses": [], "grads": {}, "info": {"allocated": 0 if block is None else block.numel()}}

@@ -1,0 +1,145 @@
+"""The report: the verdict that decides whether verify passes, and the tables every output shares."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from linear_operator_fork import report
+from linear_operator_fork.__main__ import main
+from linear_operator_fork.recipe import ForkError
+from linear_operator_fork.verify import records
+
+GIB = records.GIB
+
+
+def suite(variant: str, passed: int, failed: int = 0, **fields) -> dict:
+    return {"case": "upstream-suite", "variant": variant, "version": "v", "status": "ok", "passed": passed,
+            "failed": failed, "skipped": 0, "failures": [], "passed_ids": [], "seconds": 1.0, **fields}  # fmt: skip
+
+
+def case(name: str, variant: str, status: str = "ok", losses=(1.0, 0.5), **params) -> dict:
+    return {"case": name, "variant": variant, "version": "v", "device": "cpu", "status": status, "seconds": 2.0,
+            "peak_bytes": GIB, "message": "", "losses": list(losses), "params": {"N": 1000, **params}}  # fmt: skip
+
+
+SUITES_OK = [suite("stock", 10), suite("fork", 12), {**suite("stock", 5), "case": "gpytorch-suite"},
+             {**suite("fork", 5), "case": "gpytorch-suite"}]  # fmt: skip
+
+
+def test_a_clean_fork_passes_and_the_facts_say_so():
+    problems, facts = report.verdicts([*SUITES_OK, case("a", "stock"), case("a", "fork"), case("a", "reference")])
+    assert problems == []
+    assert "upstream-suite: fork 12 passed vs stock 10, no regression" in facts
+    assert "stock failed (oom/limit/error) on 0 case run(s)" in facts
+
+
+@pytest.mark.parametrize(
+    ("fork", "expected"),
+    [
+        (suite("fork", 12, failed=1, failures=["t::x"]), "upstream-suite: 1 failing on fork (1 not failing on stock)"),
+        (suite("fork", 9), "upstream-suite: fork passes 9, fewer than stock's 10"),
+        (suite("fork", 0, status="error", message="collection failed"), "the fork run is error: collection failed"),
+    ],
+)
+def test_a_suite_regression_fails(fork, expected):
+    problems, _ = report.verdicts([suite("stock", 10), fork, *SUITES_OK[2:], case("a", "fork")])
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_a_test_lost_against_stock_fails_even_when_the_count_holds():
+    stock = suite("stock", 2, passed_ids=["t::a", "t::b"])
+    fork = suite("fork", 2, passed_ids=["t::a", "t::new"])
+    problems = report.suite_problems("upstream-suite", stock, fork)
+    assert problems == ["upstream-suite: 1 test(s) pass on stock but not on fork", "  t::b"]
+
+
+def test_a_missing_suite_or_fork_case_record_fails():
+    problems, _ = report.verdicts([case("a", "stock")])
+    assert "upstream-suite: no record for the fork (did its session run?)" in problems
+    assert any(p.startswith("large-M cases: no record for the fork") for p in problems)
+    assert report.verdicts([case("a", "fork")], suites=False)[0] == []
+
+
+@pytest.mark.parametrize("status", ["oom", "limit", "error"])
+def test_a_fork_case_that_is_not_ok_fails_and_a_stock_one_is_a_fact(status):
+    problems, facts = report.verdicts([case("a", "fork", status), case("a", "stock", status)], suites=False)
+    assert problems == [f"case a [cpu] N=1000: fork {status}: "]
+    assert "stock failed (oom/limit/error) on 1 case run(s)" in facts
+
+
+@pytest.mark.parametrize(("dtype", "off", "fails"), [("float32", 2e-4, True), ("float32", 5e-5, False),
+                                                      ("float64", 2e-9, True), ("float64", 5e-10, False)])  # fmt: skip
+def test_a_fork_loss_off_the_reference_beyond_the_dtypes_tolerance_fails(dtype, off, fails):
+    fork = case("a", "fork", losses=(1.0 + off, 0.5), dtype=dtype)
+    problems, _ = report.verdicts([fork, case("a", "reference", dtype=dtype)], suites=False)
+    assert bool(problems) == fails, problems
+
+
+def test_learned_noise_fact_compares_case_g_with_case_b():
+    fixed, learned = case("b", "fork"), {**case("g", "fork"), "seconds": 2.5, "peak_bytes": 1.2 * GIB}
+    _, facts = report.verdicts([fixed, learned], suites=False)
+    assert "case g [cpu] N=1000: learned / fixed noise (case b) on the fork: time 1.25×, peak 1.20×" in facts
+
+
+def test_cases_table_ratios_and_messages():
+    stock = {**case("a", "stock"), "peak_bytes": 8 * GIB, "seconds": 40.0}
+    failed = {**case("b", "stock", "oom"), "message": "can't allocate"}
+    lines = report.cases_table([stock, case("a", "fork"), case("a", "reference"), failed, case("b", "fork")])
+    assert lines[0] == (
+        "| case | device | parameters | stock | fork | reference | stock/fork peak | fork/ref. time | fork/ref. peak "
+        "| loss vs ref. |"
+    )
+    cells = "ok, 40.0 s, 8.00 GiB | ok, 2.0 s, 1.00 GiB | ok, 2.0 s, 1.00 GiB | 8.00× | 1.00× | 1.00× | 0.0e+00"
+    assert f"| a | cpu | N=1000 | {cells} |" in lines
+    assert "| b | cpu | N=1000 | **oom** (1.00 GiB) | ok, 2.0 s, 1.00 GiB | — |  |  |  |  |" in lines
+    assert "- case b N=1000 stock (oom): can't allocate" in lines
+    assert all("| a |" not in line for line in report.cases_table([case("a", "fork"), case("b", "fork")], ["b"]))
+
+
+def test_replace_block_rewrites_only_between_the_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{report.README_BEGIN}\nold\n{report.README_END}\nbottom\n")
+    records.replace_block(readme, report.README_BEGIN, report.README_END, ["new 1", "new 2"])
+    assert readme.read_text() == f"top\n{report.README_BEGIN}\nnew 1\nnew 2\n{report.README_END}\nbottom\n"
+    readme.write_text("no markers\n")
+    with pytest.raises(ForkError, match="no <!-- benchmark:begin --> ... <!-- benchmark:end --> block"):
+        records.replace_block(readme, report.README_BEGIN, report.README_END, ["x"])
+
+
+def write_run(folder: Path, run: list[dict]) -> None:
+    records.write(folder / "records" / "cases.json", run)
+
+
+def test_report_command_writes_results_and_the_readme_block_and_fails_on_a_problem(tmp_path, capsys):
+    folder = tmp_path / "benchmark"
+    write_run(folder, [case("a", "stock"), case("a", "fork"), case("a", "reference")])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{report.README_BEGIN}\n{report.README_END}\n")
+    assert main(["report", str(folder), "--cases-only", "--readme", str(readme), "--command", "nox -s x"]) == 0
+    block = readme.read_text().split(report.README_BEGIN)[1]
+    assert block.startswith("\n`nox -s x`, ") and "| a | cpu | N=1000 |" in block
+    assert json.loads((folder / "results.json").read_text())["problems"] == []
+    write_run(folder, [case("a", "fork", "error")])
+    assert main(["report", str(folder), "--cases-only"]) == 1
+    assert "FAIL: case a [cpu] N=1000: fork error" in (folder / "report.md").read_text()
+
+
+def test_a_differential_fork_fail_fails_verify(tmp_path):
+    folder = tmp_path / "verify"
+    write_run(folder, [*SUITES_OK, case("a", "fork")])
+    differential = tmp_path / "differential" / "results.json"
+    differential.parent.mkdir()
+    summary = {"cases": 10, "stock_failures": 2, "fork_failures": 0, "fork_fails": 1, "fork_better": 2}
+    fail = {"key": "op=solve;seed=3", "reason": "disagrees with stock by 1e-2"}
+    differential.write_text(json.dumps({"summary": summary, "fails": [fail], "generated": "now"}))
+    assert main(["report", str(folder)]) == 1
+    text = (folder / "report.md").read_text()
+    assert "| 10 | 2 | 0 | 1 | 2 |" in text and "differential: fork FAIL op=solve;seed=3" in text
+
+
+def test_report_without_records_says_what_to_run(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 1
+    assert "run `nox -s verify`" in capsys.readouterr().err
