@@ -189,11 +189,11 @@ def prediction_lines(records: list[Record]) -> list[str]:
         "",
         "Train peak: peak memory when training ends; added: the rest of the peak, in T × N floats of the dtype; "
         "errors: relative to a float64 Woodbury prediction with the same parameters (mean: normwise, variance: "
-        "largest entrywise).",
+        "largest entrywise); the last column: the same Woodbury prediction computed in the run's dtype.",
         "",
         "| case | device | parameters | variant | status | predict s | train peak GiB | peak GiB | added (T × N) "
-        "| mean error | variance error |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean error | variance error | float32 Woodbury's variance error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sorted(rows, key=lambda r: (r["case"], str(r.get("device")), params_key(r), r["variant"])):
         info, params = r.get("info") or {}, r.get("params") or {}
@@ -202,7 +202,8 @@ def prediction_lines(records: list[Record]) -> list[str]:
             itemsize = 8 if params.get("dtype") == "float64" else 4
             size = params.get("N", 0) * params.get("T", 0) * itemsize
             added = f"{(r['peak_bytes'] - info['train_peak_bytes']) / size:.2f}" if size else ""
-        errors = [f"{info[k]:.1e}" if isinstance(info.get(k), float) else "" for k in ("mean_error", "variance_error")]
+        keys = ("mean_error", "variance_error", "reference_variance_error")
+        errors = [f"{info[k]:.1e}" if isinstance(info.get(k), float) else "" for k in keys]
         cells = [r["case"], r.get("device"), params_key(r), r["variant"], r["status"]]
         cells += [seconds(info.get("predict_seconds")), gib(info.get("train_peak_bytes")), gib(r.get("peak_bytes"))]
         lines.append("| " + " | ".join(str(cell) for cell in [*cells, added, *errors]) + " |")

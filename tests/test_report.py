@@ -143,3 +143,13 @@ def test_a_differential_fork_fail_fails_verify(tmp_path):
 def test_report_without_records_says_what_to_run(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 1
     assert "run `nox -s verify`" in capsys.readouterr().err
+
+
+def test_prediction_rows_show_time_memory_added_and_errors():
+    info = {"train_peak_bytes": GIB, "predict_seconds": 3.0, "mean_error": 1e-6, "variance_error": 2e-5,
+            "reference_variance_error": 3e-5}  # fmt: skip
+    record = {**case("e", "fork", N=1000, T=100, dtype="float32"), "peak_bytes": GIB + 4 * 1000 * 100 * 3, "info": info}
+    lines = report.prediction_lines([record])
+    cells = "fork | ok | 3.0 | 1.00 | 1.00 | 3.00 | 1.0e-06 | 2.0e-05 | 3.0e-05"
+    assert f"| e | cpu | N=1000, T=100, dtype=float32 | {cells} |" in lines
+    assert report.prediction_lines([case("a", "fork")]) == []
