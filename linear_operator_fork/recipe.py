@@ -132,12 +132,22 @@ def _digest(path: Path, table: str, value: str) -> str:
 
 
 def series_digest(patches_dir: Path, series: list[str]) -> str:
-    """sha256 over the ordered patch names and contents: what the build number tracks."""
+    """sha256 over the ordered patches' diffs: what the build number tracks.
+
+    Only the code counts (each patch from its first ``diff --git`` line on), not the names or the messages: a wheel
+    is built from the code, so rewording a message (e.g. to add what this build measured) keeps the build number.
+    """
     digest = hashlib.sha256()
     for name in series:
-        digest.update(name.encode() + b"\0")
-        digest.update(hashlib.sha256((patches_dir / name).read_bytes()).digest())
+        digest.update(hashlib.sha256(patch_diff(patches_dir / name)).digest())
     return digest.hexdigest()
+
+
+def patch_diff(path: Path) -> bytes:
+    """The diff of a ``git format-patch`` file: from its first ``diff --git`` line to the end (all of it if none)."""
+    data = path.read_bytes()
+    start = data.find(b"\ndiff --git ")
+    return data if start < 0 else data[start + 1 :]
 
 
 def write_build(recipe: Recipe, number: int, series_sha256: str) -> None:

@@ -125,6 +125,16 @@ def test_build_number_follows_series(tmp_path, tiny_series):
     names = series_of(patches_dir, series_file).names
     digest = recipe.series_digest(patches_dir, names)
     assert digest != recipe.series_digest(patches_dir, names[:1])
+    assert digest != recipe.series_digest(patches_dir, names[::-1])
+    # A reworded message keeps the build (the wheel is built from the diffs); a changed diff does not
+    first = patches_dir / names[0]
+    text = first.read_text(encoding="utf-8")
+    first.write_text(text.replace("\n\n", "\n\nMeasured: 1 s.\n\n", 1), encoding="utf-8")
+    assert first.read_text(encoding="utf-8") != text
+    assert recipe.series_digest(patches_dir, names) == digest
+    first.write_text(text.replace("\n+", "\n+# changed\n+", 1), encoding="utf-8")
+    assert recipe.series_digest(patches_dir, names) != digest
+    first.write_text(text, encoding="utf-8")
     fork_toml = tmp_path / "fork.toml"
     shutil.copyfile(recipe.RECIPE, fork_toml)
     rec = recipe.load(fork_toml)
