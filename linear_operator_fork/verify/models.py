@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from linear_operator_fork.verify.catalogue import FORK_SPARSE_CLASS, JITTER, THREAD_SPARSE_CLASS
-from linear_operator_fork.verify.data import SparseData, sparse_class, sparse_matrix
+from linear_operator_fork.verify.data import SparseData, sparse_class
 from linear_operator_fork.verify.protocol import (
     adam_steps,
     collect_grads,
@@ -91,12 +91,15 @@ def train_gp(model: Any, likelihood: Any, train_x: Any, train_y: Any) -> dict[st
     return adam_steps(list(model.parameters()), list(model.named_parameters()), loss_fn)
 
 
-def run_gp(case: str, data: SparseData, layout: str) -> dict[str, Any]:
-    """Cases a, b and g: ExactGP + ExactMarginalLogLikelihood, two Adam steps; the operator is built once."""
+def run_gp(case: str, data: SparseData, L: Any) -> dict[str, Any]:
+    """Cases a, b and g: ExactGP + ExactMarginalLogLikelihood, two Adam steps; the operator is built once.
+
+    ``L`` is the torch sparse tensor of ``data`` (:func:`~linear_operator_fork.verify.data.sparse_matrix`).
+    """
     import torch
 
     cls, cls_name = sparse_class()
-    sparse_op = cls(sparse_matrix(data, layout))
+    sparse_op = cls(L)
     train_x = torch.arange(data.N, dtype=data.y.dtype, device=data.y.device).unsqueeze(-1)  # only its length matters
     likelihood = make_likelihood(case, data)
     model = sparse_observation_gp(data, train_x, data.y, likelihood, lambda x: sparse_op)
@@ -104,7 +107,7 @@ def run_gp(case: str, data: SparseData, layout: str) -> dict[str, Any]:
     return {**result, "info": {"sparse_class": cls_name}}
 
 
-def run_predict(case: str, data: SparseData, layout: str, num_test: int) -> dict[str, Any]:
+def run_predict(case: str, data: SparseData, L: Any, num_test: int) -> dict[str, Any]:
     """Cases e and f: train as case a on the first N - T rows, then predict the last T rows (mean and variance).
 
     The inputs are row indices into ``L``: ``forward`` selects those rows of the sparse operator (the training rows
@@ -117,7 +120,7 @@ def run_predict(case: str, data: SparseData, layout: str, num_test: int) -> dict
     import torch
 
     cls, cls_name = sparse_class()
-    all_rows = sparse_matrix(data, layout)
+    all_rows = L
     num_train = data.N - num_test
     dtype, device = data.y.dtype, data.y.device
 
@@ -128,7 +131,7 @@ def run_predict(case: str, data: SparseData, layout: str, num_test: int) -> dict
             return all_rows_op[rows]
 
     else:
-        coo = all_rows if layout == "coo" else all_rows.to_sparse_coo()
+        coo = all_rows if all_rows.layout == torch.sparse_coo else all_rows.to_sparse_coo()
 
         def select(rows: Any) -> Any:
             return cls(coo.index_select(0, rows).coalesce())
@@ -180,12 +183,12 @@ def gpytorch_raw_parameters(model: Any, likelihood: Any) -> dict[str, Any]:
     }
 
 
-def run_cross(data: SparseData, layout: str) -> dict[str, Any]:
+def run_cross(data: SparseData, L: Any) -> dict[str, Any]:
     """Case d: ``MatmulLinearOperator(Uᵀ, U).to_dense()`` (r × r) for ``U = SparseLinearOperator(L) @ R``."""
     from linear_operator.operators import DenseLinearOperator, MatmulLinearOperator
 
     cls, cls_name = sparse_class()
-    sparse_op = cls(sparse_matrix(data, layout))
+    sparse_op = cls(L)
     kernel = gpytorch_kernel(data.y.dtype, data.y.device)
 
     def loss_fn() -> Any:

@@ -32,7 +32,7 @@ class Record(TypedDict, total=False):
     device_name: str  # the CUDA device's name
     status: str  # one of STATUSES
     peak_bytes: int | None  # CPU: the child's peak RSS; CUDA: torch.cuda.max_memory_allocated()
-    seconds: float | None  # wall time of the measured part (a case: model built and trained; a suite: pytest)
+    seconds: float | None  # wall time of the measured part (a case: model built from L, trained; a suite: pytest)
     message: str  # the reason for any status but ok
     params: dict[str, Any]  # a case's sizes (N, n, T or m), dtype, layout, the sparse class, ...
     losses: list[float]  # a case: the loss of each Adam step
