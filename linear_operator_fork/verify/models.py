@@ -120,18 +120,17 @@ def run_predict(case: str, data: SparseData, L: Any, num_test: int) -> dict[str,
     import torch
 
     cls, cls_name = sparse_class()
-    all_rows = L
     num_train = data.N - num_test
     dtype, device = data.y.dtype, data.y.device
 
     if cls_name == FORK_SPARSE_CLASS:
-        all_rows_op = cls(all_rows)
+        all_rows_op = cls(L)
 
         def select(rows: Any) -> Any:
             return all_rows_op[rows]
 
     else:
-        coo = all_rows if all_rows.layout == torch.sparse_coo else all_rows.to_sparse_coo()
+        coo = L if L.layout == torch.sparse_coo else L.to_sparse_coo()
 
         def select(rows: Any) -> Any:
             return cls(coo.index_select(0, rows).coalesce())
