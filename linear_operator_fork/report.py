@@ -44,14 +44,17 @@ def gib(value: float | None) -> str:
 
 
 def seconds(value: float | None) -> str:
-    return "" if value is None else f"{value:.1f}"
+    return "" if value is None else f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 def cell(record: Record | None) -> str:
+    """``ok, 0.93 s (0.66 + 0.27), 0.67 GiB``: status, seconds (of each step, for more than one), peak memory."""
     if record is None:
         return "—"
     if record["status"] == "ok":
-        return f"ok, {seconds(record.get('seconds'))} s, {gib(record.get('peak_bytes'))} GiB"
+        steps = record.get("step_seconds") or []
+        split = f" ({' + '.join(seconds(step) for step in steps)})" if len(steps) > 1 else ""
+        return f"ok, {seconds(record.get('seconds'))} s{split}, {gib(record.get('peak_bytes'))} GiB"
     return (
         f"**{record['status']}** ({gib(record.get('peak_bytes'))} GiB)"
         if record.get("peak_bytes")
@@ -67,10 +70,13 @@ def loss_difference(record: Record | None, reference: Record | None) -> float | 
 
 
 def ratio(numerator: Record | None, denominator: Record | None, field: str) -> str:
-    """numerator/denominator of a field, when both runs are ok; '' otherwise."""
+    """numerator/denominator of a field, when both runs are ok; '' otherwise. ``last step``: of their last steps."""
     if not numerator or not denominator or numerator["status"] != "ok" or denominator["status"] != "ok":
         return ""
-    a, b = numerator.get(field), denominator.get(field)
+    if field == "last step":
+        a, b = ((record.get("step_seconds") or [None])[-1] for record in (numerator, denominator))
+    else:
+        a, b = numerator.get(field), denominator.get(field)
     return f"{a / b:.2f}×" if a and b else ""
 
 
@@ -229,11 +235,12 @@ def suites_table(records: list[Record]) -> list[str]:
 
 def cases_table(records: list[Record], cases: Iterable[str] | None = None) -> list[str]:
     """One row per case × device × parameters (``cases``: only those), one cell per variant (status, seconds, peak
-    memory), then the ratios stock/fork peak, fork/reference time and peak, and the loss against the reference;
+    memory), then the ratios stock/fork peak, fork/reference time, last step and peak, and the loss against the
+    reference;
     then the messages of the runs that are not ok."""
     chosen = [r for r in records if r["case"] not in SUITES and (cases is None or r["case"] in cases)]
     variants, rows = case_rows(chosen)
-    extra = ["stock/fork peak", "fork/ref. time", "fork/ref. peak", "loss vs ref."]
+    extra = ["stock/fork peak", "fork/ref. time", "fork/ref. last step", "fork/ref. peak", "loss vs ref."]
     lines = ["| case | device | parameters | " + " | ".join(variants + extra) + " |"]
     lines.append("|---|---|---|" + "---|" * (len(variants) + len(extra)))
     for (case, device, _, params), by_variant in sorted(rows.items()):
@@ -243,6 +250,7 @@ def cases_table(records: list[Record], cases: Iterable[str] | None = None) -> li
         cells += [
             ratio(by_variant.get("stock"), fork, "peak_bytes"),
             ratio(fork, reference, "seconds"),
+            ratio(fork, reference, "last step"),
             ratio(fork, reference, "peak_bytes"),
             "" if diff is None else f"{diff:.1e}",
         ]

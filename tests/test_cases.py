@@ -123,6 +123,31 @@ def test_allocation_beyond_the_cap_is_recorded_as_oom():
     assert record["peak_bytes"] < 2 * 2**30 and record["params"]["cap_bytes"] == 2 * 2**30
 
 
+def test_the_peak_is_that_of_the_measured_part():
+    pytest.importorskip("torch")
+    run = runner.Run("probe", "selftest", {"alloc_gib": 0.5, "sleep_s": 0}, "cpu")
+    record = runner.run_one(run, pythonpath=None, cap_bytes=None, timeout=120)
+    assert record["status"] == "ok", record
+    assert record["peak_scope"] == "measured part"
+    # The 0.5 GiB block is touched (torch.ones) in the measured part, on top of what was resident before it
+    assert record["peak_bytes"] >= record["baseline_rss_bytes"] + 0.45 * 2**30
+    assert record["peak_bytes"] <= record["host_peak_bytes"]
+
+
+def test_reset_peak_rss_forgets_freed_memory():
+    torch = pytest.importorskip("torch")
+    from linear_operator_fork.verify import protocol
+
+    block = torch.ones(2**28, dtype=torch.uint8)  # 256 MiB, touched
+    del block
+    before = protocol.self_peak_rss()
+    assert protocol.reset_peak_rss()
+    assert protocol.self_peak_rss() < before - 2**27
+    block = torch.ones(2**28, dtype=torch.uint8)
+    assert protocol.self_peak_rss() >= protocol.self_rss() >= 2**28
+    del block
+
+
 def test_torch_that_does_not_fit_under_the_cap_is_oom():
     pytest.importorskip("torch")
     run = runner.Run("probe", "selftest", {"alloc_gib": 0, "sleep_s": 0}, "cpu")

@@ -112,10 +112,10 @@ def test_each_description_is_its_own_pull_request(tiny_recipe, patches, results)
     assert "\nBecause.\n" in first and "Forwarded" not in first  # the body, without the trailers
     assert "Files: `tiny/__init__.py`." in first
     # Its own measured cases only (a), rendered by the report module.
-    assert "| a | cpu | N=100000, n=500, dtype=float32 | ok, 20.0 s, 4.00 GiB | ok, 2.0 s, 0.50 GiB | 8.00× |" in first
+    assert "| a | cpu | N=100000, n=500, dtype=float32 | ok, 20.0 s, 4.00 GiB | ok, 2.00 s, 0.50 GiB | 8.00× |" in first
     assert "| b |" not in first and "Differential harness" not in first
     assert "Pull request 2 of 2, branch `new-module`, stacked on `five` (pull request 1 of 2)." in second
-    assert "| b | cpu | N=1000000 | **oom** | ok, 4.0 s, 1.00 GiB |" in second and "| a |" not in second
+    assert "| b | cpu | N=1000000 | **oom** | ok, 4.00 s, 1.00 GiB |" in second and "| a |" not in second
     assert "- case b N=1000000 stock (oom): RuntimeError: can't allocate 58 GiB" in second
     assert "| index | 40 | 7 | 0 | 0 | 7 |" in second
     for text in (first, second):

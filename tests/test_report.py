@@ -87,14 +87,19 @@ def test_learned_noise_fact_compares_case_g_with_case_b():
 def test_cases_table_ratios_and_messages():
     stock = {**case("a", "stock"), "peak_bytes": 8 * GIB, "seconds": 40.0}
     failed = {**case("b", "stock", "oom"), "message": "can't allocate"}
-    lines = report.cases_table([stock, case("a", "fork"), case("a", "reference"), failed, case("b", "fork")])
+    fork = {**case("a", "fork"), "step_seconds": [1.5, 0.5]}
+    reference = {**case("a", "reference"), "step_seconds": [1.0, 1.0]}
+    lines = report.cases_table([stock, fork, reference, failed, case("b", "fork")])
     assert lines[0] == (
-        "| case | device | parameters | stock | fork | reference | stock/fork peak | fork/ref. time | fork/ref. peak "
-        "| loss vs ref. |"
+        "| case | device | parameters | stock | fork | reference | stock/fork peak | fork/ref. time | "
+        "fork/ref. last step | fork/ref. peak | loss vs ref. |"
     )
-    cells = "ok, 40.0 s, 8.00 GiB | ok, 2.0 s, 1.00 GiB | ok, 2.0 s, 1.00 GiB | 8.00× | 1.00× | 1.00× | 0.0e+00"
+    cells = (
+        "ok, 40.0 s, 8.00 GiB | ok, 2.00 s (1.50 + 0.50), 1.00 GiB | ok, 2.00 s (1.00 + 1.00), 1.00 GiB | 8.00× | "
+        "1.00× | 0.50× | 1.00× | 0.0e+00"
+    )
     assert f"| a | cpu | N=1000 | {cells} |" in lines
-    assert "| b | cpu | N=1000 | **oom** (1.00 GiB) | ok, 2.0 s, 1.00 GiB | — |  |  |  |  |" in lines
+    assert "| b | cpu | N=1000 | **oom** (1.00 GiB) | ok, 2.00 s, 1.00 GiB | — |  |  |  |  |  |" in lines
     assert "- case b N=1000 stock (oom): can't allocate" in lines
     assert all("| a |" not in line for line in report.cases_table([case("a", "fork"), case("b", "fork")], ["b"]))
 
@@ -150,6 +155,6 @@ def test_prediction_rows_show_time_memory_added_and_errors():
             "reference_variance_error": 3e-5}  # fmt: skip
     record = {**case("e", "fork", N=1000, T=100, dtype="float32"), "peak_bytes": GIB + 4 * 1000 * 100 * 3, "info": info}
     lines = report.prediction_lines([record])
-    cells = "fork | ok | 3.0 | 1.00 | 1.00 | 3.00 | 1.0e-06 | 2.0e-05 | 3.0e-05"
+    cells = "fork | ok | 3.00 | 1.00 | 1.00 | 3.00 | 1.0e-06 | 2.0e-05 | 3.0e-05"
     assert f"| e | cpu | N=1000, T=100, dtype=float32 | {cells} |" in lines
     assert report.prediction_lines([case("a", "fork")]) == []

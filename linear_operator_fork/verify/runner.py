@@ -11,11 +11,16 @@ Status of a record: ``ok``; ``oom`` (MemoryError, "can't allocate memory", CUDA 
 without a record while out of memory); ``limit`` (timed out, killed); ``error`` (any other exception: its last line
 is the message); ``skipped`` (not run: no CUDA, or a case the variant does not compute).
 
+Measured part: the setup (imports, data, the variants' sparse tensor ``L``, one Adam step on a scalar so that torch's
+lazy imports are done) is not; ``seconds`` and ``peak_bytes`` cover the case itself.
+
 Memory: on the CPU the child runs under ``RLIMIT_AS`` (the cap counts address space, about 0.8 GiB of which is
-taken by the interpreter, torch and gpytorch once imported) and ``peak_bytes`` is its peak RSS from ``os.wait4``
-(``ru_maxrss``, which includes the interpreter and the imports: ``baseline_rss_bytes`` is the peak before the
-measured part). On CUDA there is no cap (CUDA reserves address space) and ``peak_bytes`` is
-``torch.cuda.max_memory_allocated()`` reported by the child; ``host_peak_bytes`` is the RSS in both cases.
+taken by the interpreter, torch and gpytorch once imported). ``peak_bytes`` is the peak RSS of the measured part
+(Linux: ``VmHWM``, reset after the setup; ``peak_scope`` says ``measured part``): it counts what stays resident
+(interpreter, torch, the data, ``L``: ``baseline_rss_bytes``) but not the setup's temporaries
+(``setup_peak_bytes``). Where the peak cannot be reset, or a child dies without a record, it is the process's
+peak (``ru_maxrss`` from ``os.wait4``, ``host_peak_bytes`` in every record). On CUDA there is no cap (CUDA
+reserves address space) and ``peak_bytes`` is ``torch.cuda.max_memory_allocated()`` reported by the child.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +52,7 @@ from linear_operator_fork.verify.catalogue import (
     SIZES,
     STEPS,
 )
-from linear_operator_fork.verify.protocol import self_peak_rss
+from linear_operator_fork.verify.protocol import reset_peak_rss, self_peak_rss, self_rss, warm_up
 from linear_operator_fork.verify.records import Record
 
 PACKAGE = Path(__file__).resolve().parent.parent  # linear_operator_fork/
@@ -165,7 +170,7 @@ def run_one(run: Run, *, pythonpath: str | None, cap_bytes: int | None, timeout:
         record = json.loads(record_path.read_text()) if record_path.exists() else new_record(spec)
         tail = _log_tail(log_path)
         record["host_peak_bytes"] = usage.ru_maxrss * 1024
-        if run.device == "cpu":
+        if run.device == "cpu" and record.get("peak_bytes") is None:  # (a child that died without its peak)
             record["peak_bytes"] = record["host_peak_bytes"]
         record["total_seconds"] = wall
         record["load_average"] = load
@@ -242,10 +247,19 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
         data = make_data(params["N"] + params.get("T", 0), params["n"], dtype, device)
         if spec["variant"] != REFERENCE:
             # The variants' input, the sparse tensor L, is data too: built before the measured part, as the
-            # reference's row arrays are
+            # reference's row arrays are. Each variant holds its own input only: the row arrays are dropped (a CSR
+            # L shares them) except in cases e and f, whose errors are computed from them.
             L = sparse_matrix(data, params["layout"])
+            if case not in ("e", "f"):
+                data = replace(data, cols=None, vals=None)
+    if case != "probe":
+        warm_up()
     record["setup_seconds"] = time.perf_counter() - started
-    record["baseline_rss_bytes"] = self_peak_rss()
+    # The peak of the measured part: the setup's temporaries (generating the data in float64, coalescing L) are left
+    # out; what stays resident (torch, the data, L) is counted
+    record["setup_peak_bytes"] = self_peak_rss()
+    record["peak_scope"] = "measured part" if reset_peak_rss() else "process"
+    record["baseline_rss_bytes"] = self_rss()
 
     started = time.perf_counter()
     if spec["variant"] == REFERENCE and case in ("e", "f"):
@@ -266,9 +280,13 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
         record["peak_bytes"] = torch.cuda.max_memory_allocated()
+    else:
+        record["peak_bytes"] = self_peak_rss()
     record["seconds"] = time.perf_counter() - started
     record["params"]["sparse_class"] = result["info"].pop("sparse_class", None)
     record.update(losses=result["losses"], grads=result["grads"], info=result["info"], status="ok")
+    if "step_seconds" in result:
+        record["step_seconds"] = result["step_seconds"]
 
 
 def child(spec_path: Path, record_path: Path) -> int:
@@ -301,6 +319,8 @@ def child(spec_path: Path, record_path: Path) -> int:
         record.update(status=classify(exc), message=last_line(exc), trace=trace_tail(exc))
         if spec["device"] == "cuda" and "device_name" in record:  # CUDA in use: its peak up to the failure
             record["peak_bytes"] = sys.modules["torch"].cuda.max_memory_allocated()
+        elif spec["device"] == "cpu" and "peak_scope" in record:  # its peak up to the failure
+            record["peak_bytes"] = self_peak_rss()
     return records.write_json(record_path, record)
 
 
