@@ -70,14 +70,20 @@ def loss_difference(record: Record | None, reference: Record | None) -> float | 
 
 
 def ratio(numerator: Record | None, denominator: Record | None, field: str) -> str:
-    """numerator/denominator of a field, when both runs are ok; '' otherwise. ``last step``: of their last steps."""
+    """numerator/denominator of a field, when both runs are ok; '' otherwise. ``last_step_seconds``: the seconds of
+    their last steps (``step_seconds[-1]``)."""
     if not numerator or not denominator or numerator["status"] != "ok" or denominator["status"] != "ok":
         return ""
-    if field == "last step":
-        a, b = ((record.get("step_seconds") or [None])[-1] for record in (numerator, denominator))
-    else:
-        a, b = numerator.get(field), denominator.get(field)
+    a, b = field_value(numerator, field), field_value(denominator, field)
     return f"{a / b:.2f}×" if a and b else ""
+
+
+def field_value(record: Record, field: str) -> float | None:
+    """A numeric field of a record, or ``last_step_seconds`` (derived from ``step_seconds``)."""
+    if field == "last_step_seconds":
+        steps = record.get("step_seconds") or []
+        return steps[-1] if steps else None
+    return record.get(field)
 
 
 def relative_difference(a: Iterable[float], b: Iterable[float]) -> float:
@@ -250,7 +256,7 @@ def cases_table(records: list[Record], cases: Iterable[str] | None = None) -> li
         cells += [
             ratio(by_variant.get("stock"), fork, "peak_bytes"),
             ratio(fork, reference, "seconds"),
-            ratio(fork, reference, "last step"),
+            ratio(fork, reference, "last_step_seconds"),
             ratio(fork, reference, "peak_bytes"),
             "" if diff is None else f"{diff:.1e}",
         ]
