@@ -3,7 +3,8 @@
 The runners (:mod:`.runner`, :mod:`.suites`) write them as ``{"records": [...]}`` files under ``records/``; the report
 (:mod:`linear_operator_fork.report`), the workflows' gate and the PR package read them back with :func:`load`. Only
 the fields below are relied upon; case records carry more diagnostics (``setup_seconds``, ``baseline_rss_bytes``,
-``threads``, ``torch``, ``gpytorch``, ``load_average``, ``trace``, ``log_tail``, ...), which the report ignores.
+``setup_peak_bytes``, ``host_peak_bytes``, ``threads``, ``torch``, ``gpytorch``, ``load_average``, ``trace``,
+``log_tail``, ...), which the report ignores.
 Also the writers of what the runs leave behind: atomic JSON files, and tables between markers in a README.
 """
 
@@ -31,12 +32,14 @@ class Record(TypedDict, total=False):
     device: str  # cpu or cuda
     device_name: str  # the CUDA device's name
     status: str  # one of STATUSES
-    peak_bytes: int | None  # CPU: the child's peak RSS; CUDA: torch.cuda.max_memory_allocated()
+    peak_bytes: int | None  # CPU: the peak RSS of the measured part (see peak_scope); CUDA: max_memory_allocated()
+    peak_scope: str  # CPU: "measured part" (VmHWM reset after the set-up) or "process" (the child's whole life)
     seconds: float | None  # wall time of the measured part (a case: model built from L, trained; a suite: pytest)
     message: str  # the reason for any status but ok
     params: dict[str, Any]  # a case's sizes (N, n, T or m), dtype, layout, the sparse class, ...
     losses: list[float]  # a case: the loss of each Adam step
     grads: dict[str, list[float]]  # a case: the gradients after the first backward
+    step_seconds: list[float]  # a case: the seconds of each Adam step (the first computes what operators keep)
     info: dict[str, Any]  # a case: what else it measured (e.g. the prediction's time and errors)
     passed: int  # a suite: counts from pytest's JUnit XML
     failed: int
