@@ -115,6 +115,60 @@ def build(session: nox.Session, variant: str) -> None:
     build_wheel(session, variant, reuse=False)
 
 
+# The pips a user's `pip install` is tested with: the newest (`pip install --upgrade pip`), and the oldest a user of
+# the session's Python may have: what the x.y.0 release of that Python ships (Python 3.10.0: pip 21.2.3, which also
+# runs on 3.11; from 3.12 on, pip 21 no longer runs).
+OLDEST_PIP = {"3.10": "21.2.3", "3.11": "21.2.3", "3.12": "23.2.1", "3.13": "24.2"}
+
+
+@nox.session
+@nox.parametrize("pip", ["newest", "oldest"])
+def install(session: nox.Session, pip: str) -> None:
+    """A user's install, as on a fresh machine: this checkout copied without build/ (its tracked and untracked,
+    not ignored files), a fresh venv with the selected pip, then `pip install <copy>` and
+    `pip install git+file://<copy>`; each must give linear_operator <version>+fork.N, with the sdist fetched by pip.
+    """
+    session.install(TORCH)  # first, so that pip does not pull torch's default (CUDA) build as a dependency
+    if pip == "newest":
+        requirement = "pip"
+    else:
+        python = session.run("python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])", silent=True)
+        python = str(python).strip()
+        if python not in OLDEST_PIP:
+            session.error(f"no oldest pip known for Python {python}: add it to OLDEST_PIP in noxfile.py")
+        requirement = f"pip=={OLDEST_PIP[python]}"
+    session.run("python", "-m", "pip", "install", "--upgrade", requirement)
+    session.run("python", "-m", "pip", "--version")
+    copy = Path(session.create_tmp()).resolve() / "clone"
+    shutil.rmtree(copy, ignore_errors=True)
+    copy_checkout(copy)
+    # No local archive: pip must fetch the pinned sdists, as on a machine that never built the fork.
+    env = {fork_sdist.local_archive_env(pin): "" for pin in (RECIPE, RECIPE.downstream)}
+    probe = (
+        "import sys, linear_operator as lo; print('linear_operator', lo.__version__, 'from', lo.__file__); "
+        f"sys.exit(None if lo.__version__ == {RECIPE.fork_version!r} else 'expected {RECIPE.fork_version}')"
+    )
+    for source in (str(copy), f"git+{copy.as_uri()}"):
+        session.log(f"pip install {source}")
+        session.run("python", "-m", "pip", "install", "--no-cache-dir", source, env=env)
+        session.run("python", "-c", probe, env=env)
+        session.run("python", "-m", "pip", "uninstall", "--yes", RECIPE.name)
+
+
+def copy_checkout(destination: Path) -> None:
+    """This checkout's files as a fresh clone would have them (nothing ignored, so no build/), plus what is not yet
+    committed, in a one-commit git repository at ``destination``."""
+    listed = fork_series.git(ROOT, "ls-files", "-z", "--cached", "--others", "--exclude-standard").stdout
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():  # (a tracked file deleted in the work tree is left out)
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    fork_series.git(destination, "init", "--quiet")
+    fork_series.git(destination, "add", "--all")
+    fork_series.git(destination, "commit", "--quiet", "--no-verify", "-m", "copy of the checkout")
+
+
 @nox.session
 def patches(session: nox.Session) -> None:
     """The series applies to the pinned release without fuzz and exports identically."""

@@ -8,6 +8,9 @@ The archive comes from, in this order:
 3. ``pip download`` from whatever package index pip is configured to use.
 
 Whatever its source, an archive whose sha256 differs from the recipe's is refused.
+
+The download runs inside a PEP 517 build too (``pip install <clone>``, ``pip install git+<url>``): its pip gets
+an environment without the variables that the outer pip's hook runner exports to our backend (``nested_pip_env``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from pathlib import Path
 from linear_operator_fork.recipe import BUILD_DIR, ForkError, Pin, Recipe, lock
 
 SDIST_ENV = "LINEAR_OPERATOR_FORK_SDIST"
+# What a PEP 517 hook runner exports to the backend it calls: the backend's name and its ``backend-path``
+# (pyproject_hooks: ``_PYPROJECT_HOOKS_*``; its predecessor pep517: ``PEP517_*``).
+HOOK_RUNNER_PREFIXES = ("_PYPROJECT_HOOKS_", "PEP517_")
 Pinned = Pin | Recipe  # anything with name, version, sha256 and archive_name
 
 
@@ -77,15 +83,29 @@ def archive(recipe: Pinned, cache_dir: Path | None = None) -> Path:
     return cached
 
 
+def nested_pip_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a pip that our backend runs: ours, without the hook runner's variables.
+
+    Run from inside a PEP 517 build, a nested pip would otherwise pass the outer hook runner's variables on to the
+    build backend of the sdist it prepares (pip >= 25 runs the sdist's metadata hooks with
+    ``_PYPROJECT_HOOKS_BACKEND_PATH_JSON`` from our ``backend-path``), which then looks for ``setuptools.build_meta``
+    in this repository and fails. Everything else (the build environment's ``PATH`` and ``PYTHONPATH``, pip's
+    configuration) is kept.
+    """
+    environ = dict(os.environ if environ is None else environ)
+    return {key: value for key, value in environ.items() if not key.startswith(HOOK_RUNNER_PREFIXES)}
+
+
 def _download(recipe: Pinned, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         command = [
             sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-            "--no-binary", ":all:", "--dest", tmp, f"{recipe.name}=={recipe.version}",
+            # the sdist of this one project; its build requirements (for pip's metadata step) may come as wheels
+            "--no-binary", recipe.name, "--dest", tmp, f"{recipe.name}=={recipe.version}",
         ]  # fmt: skip
         print(f"linear_operator_fork: downloading {recipe.name}=={recipe.version} sdist with pip", file=sys.stderr)
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=nested_pip_env())
         if result.returncode != 0:
             raise ForkError(
                 f"pip could not download {recipe.name}=={recipe.version} (exit {result.returncode}).\n"

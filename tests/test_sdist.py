@@ -124,3 +124,46 @@ def test_real_pinned_archive(real_recipe, monkeypatch):
     tree = sdist.pristine_tree(real_recipe)
     assert f"Version: {real_recipe.version}" in (tree / "PKG-INFO").read_text()
     assert (tree / "test" / "operators" / "test_low_rank_root_added_diag_linear_operator.py").is_file()
+
+
+def test_nested_pip_env_drops_the_hook_runners_variables():
+    """Inside a PEP 517 build, the outer hook runner's variables must not reach the nested pip (issue 16): pip >= 25
+    would pass our backend-path on to the sdist's own build backend."""
+    outer = {
+        "_PYPROJECT_HOOKS_BUILD_BACKEND": "linear_operator_fork.build",
+        "_PYPROJECT_HOOKS_BACKEND_PATH_JSON": '["/clone"]',
+        "_PYPROJECT_HOOKS_BACKEND_PATH": "/clone",
+        "PEP517_BUILD_BACKEND": "linear_operator_fork.build",
+        "PEP517_BACKEND_PATH": "/clone",
+        "PATH": "/build-env/bin:/usr/bin",
+        "PYTHONPATH": "/build-env/site",
+        "PIP_INDEX_URL": "https://index.example.invalid/simple",
+        "MY_PYPROJECT_HOOKS_NOTE": "kept: only the prefix counts",
+    }
+    assert sdist.nested_pip_env(outer) == {
+        "PATH": "/build-env/bin:/usr/bin",
+        "PYTHONPATH": "/build-env/site",
+        "PIP_INDEX_URL": "https://index.example.invalid/simple",
+        "MY_PYPROJECT_HOOKS_NOTE": "kept: only the prefix counts",
+    }
+
+
+def test_download_runs_pip_without_the_hook_runners_variables(tmp_path, tiny_recipe, monkeypatch):
+    """The download itself uses that environment, and asks for the sdist of this one project only."""
+    recipe, archive = tiny_recipe
+    monkeypatch.setenv("_PYPROJECT_HOOKS_BACKEND_PATH_JSON", '["/clone"]')
+    seen = {}
+
+    def fake_run(command, capture_output, text, env):
+        seen.update(command=command, env=env)
+        dest = Path(command[command.index("--dest") + 1])
+        (dest / archive.name).write_bytes(archive.read_bytes())
+        return sdist.subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(sdist.subprocess, "run", fake_run)
+    path = sdist.archive(recipe, cache_dir=tmp_path / "cache")
+    assert sdist.sha256_of(path) == recipe.sha256
+    assert "_PYPROJECT_HOOKS_BACKEND_PATH_JSON" not in seen["env"]
+    assert seen["env"]["PATH"] == sdist.os.environ["PATH"]
+    no_binary = seen["command"][seen["command"].index("--no-binary") + 1]
+    assert no_binary == recipe.name
