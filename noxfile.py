@@ -12,7 +12,7 @@ Environment:
 - ``LINEAR_OPERATOR_FORK_DEVICES``: devices of the large-M cases, at their sizes (default ``cpu,cuda``;
   without a GPU the cuda cases are recorded as skipped);
 - ``LINEAR_OPERATOR_FORK_DIFFERENTIAL_SEED``, ``LINEAR_OPERATOR_FORK_DIFFERENTIAL_COUNT``: the differential harness's
-  case list (default: a fixed seed, 400 cases).
+  case list (default: a fixed seed, 600 cases).
 """
 
 from __future__ import annotations

@@ -311,12 +311,18 @@ def benchmark_lines(records: list[Record], command: str) -> list[str]:
 
 def differential_section(path: Path) -> tuple[list[str], list[str]]:
     """(problems, report lines) from the differential harness's ``results.json`` (nox -s differential), if any."""
+    from linear_operator_fork.verify.differential import verdict
+
     if not path.exists():
         return [], []
     data = json.loads(path.read_text())
     summary, fails = data["summary"], data["fails"]
     problems = [f"differential: fork FAIL {fail['key']}: {fail['reason'][:200]}" for fail in fails]
-    counts = [summary[name] for name in ("cases", "stock_failures", "fork_failures", "fork_fails", "fork_better")]
+    unchecked = verdict.unchecked_float64(data)
+    if unchecked:
+        problems.append(f"differential: {unchecked} float64 output(s) unchecked (no answer could fail them)")
+    names = ("cases", "outputs", "unchecked", "stock_failures", "fork_failures", "fork_fails", "fork_better")
+    counts = [summary[name] for name in names]
     lines = [
         "",
         "## Differential",
@@ -324,8 +330,8 @@ def differential_section(path: Path) -> tuple[list[str], list[str]]:
         "Stock vs fork vs a dense float64 reference on seeded cases of what users write "
         f"({path.parent / 'report.md'}, generated {data['generated']}).",
         "",
-        "| cases tried | stock failures | fork failures | fork FAILs | fork better |",
-        "|---|---|---|---|---|",
+        "| cases tried | outputs | unchecked outputs | stock failures | fork failures | fork FAILs | fork better |",
+        "|---|---|---|---|---|---|---|",
         "| " + " | ".join(str(count) for count in counts) + " |",
     ]
     if fails:

@@ -14,7 +14,19 @@ from typing import Any
 NONE = "-"  # a text field the operation does not use
 
 EDITS = ("values", "tensor", "scipy")  # values.mul_(2); L.mul_(2); A.data *= 2 on the scipy matrix
-THEN = ("matmul", "mT_matmul", "inv_quad_logdet")  # called before and after the edit
+# Called before and after the edit. The "_many" ones multiply MANY_PRODUCTS right-hand sides of MANY_COLUMNS columns
+# each time: more columns in all than any switch-over point of the operator (a CSC operator sorts its entries into
+# CSR order after 16 columns), so that the edit comes after the operator has changed how it multiplies.
+THEN = ("matmul", "mT_matmul", "inv_quad_logdet", "matmul_many", "mT_matmul_many")
+MANY_PRODUCTS, MANY_COLUMNS = 3, 8
+# reuse: one operator, several calls, and what its results depend on changes between them (the noise, the weights of
+# a Gram matrix, the values): the state an operator keeps between calls must follow. NOISE_STEPS scale the noise.
+REUSE = ("noise", "noise_grad_root", "noise_grad_noise", "weights", "values", "sts_values")
+NOISE_STEPS = (1.0, 3.0, 1.0)
+# derived: an operator made from S by selecting rows, then used: a slice, an index tensor of consecutive rows (a
+# view of the rows), an index tensor of any rows, a boolean mask
+SELECTIONS = ("slice", "range", "rows", "mask")
+DERIVED_THEN = ("matmul", "mT_matmul", "inv_quad_logdet")
 
 # Operation -> its forms (what exactly is called; see scenarios.py)
 OPS: dict[str, tuple[str, ...]] = {
@@ -30,6 +42,12 @@ OPS: dict[str, tuple[str, ...]] = {
     # edit "+" operation: build L, call, edit the wrapped values in place, call again with the same operator
     "inplace": tuple(f"{edit}+{then}" for edit in EDITS for then in THEN),
     "bad": ("oob_index", "mask_wrong_rows", "mask_wrong_cols", "dtype_mismatch", "csc_leaf_grad", "hessian_noise"),
+    # see REUSE: calls with the noise d, 3 d, d (of inv_quad_logdet; with gradients w.r.t. the root, or the root and
+    # the noise), the weights d, 3 d, d (of a Gram matrix (S R)^T diag(w) (S R)), the values v, 2 v, v (edited in
+    # place between calls of inv_quad_logdet or (S^T S).to_dense())
+    "reuse": REUSE,
+    # selection "+" operation: S[rows] @ X; S[rows].mT @ Y[rows]; inv_quad_logdet of the rows' covariance
+    "derived": tuple(f"{kind}+{then}" for kind in SELECTIONS for then in DERIVED_THEN),
 }
 # Used by the tests of the runner only: never generated
 TEST_OPS: dict[str, tuple[str, ...]] = {"selftest": ("ok", "abort", "sleep", "raise")}
@@ -50,13 +68,14 @@ MAX_N, MAX_n, MAX_NNZ = 40, 10, 4
 HESSIAN_MAX_N, HESSIAN_MAX_n = 8, 4  # autograd.functional.hessian: one backward per point
 
 # Expected outcome of the bad-input forms. "error": raising is the only correct answer; "result_or_error": a correct
-# result or a clear exception. Every other case expects a result, except indexing, which expects what torch does
-# with the dense tensor (an error where torch raises): "as_torch".
+# result or a clear exception (the verdict still fails a fork that raises where stock computes a correct result);
+# "as_torch": what torch does with the dense tensors (an error where torch raises). Every other case expects a
+# result, except indexing, which expects what torch does with the dense tensor.
 EXPECT: dict[str, str] = {
     "oob_index": "error",
     "mask_wrong_rows": "error",
     "mask_wrong_cols": "error",
-    "dtype_mismatch": "result_or_error",
+    "dtype_mismatch": "as_torch",  # torch's dense matmul raises for mixed dtypes: so must the operator
     "csc_leaf_grad": "result_or_error",
     "hessian_noise": "result_or_error",
 }
@@ -94,12 +113,18 @@ class Case:
 
     @property
     def then(self) -> str:
-        """The operation repeated around the in-place edit (``inplace`` cases)."""
-        return self.form.split("+")[1] if self.op == "inplace" else NONE
+        """The operation repeated around the in-place edit (``inplace``), or applied to the selected rows
+        (``derived``)."""
+        return self.form.split("+")[1] if self.op in ("inplace", "derived") else NONE
 
     @property
     def edit(self) -> str:
         return self.form.split("+")[0] if self.op == "inplace" else NONE
+
+    @property
+    def selection(self) -> str:
+        """How the rows are selected (``derived`` cases)."""
+        return self.form.split("+")[0] if self.op == "derived" else NONE
 
 
 FIELD_TYPES = {f.name: (int if f.type in ("int", int) else str) for f in fields(Case)}
@@ -111,20 +136,30 @@ def uses_root(op: str, form: str) -> bool:
         return True
     if op == "to_dense":
         return form != "sts"
-    if op == "inplace":
+    if op in ("inplace", "derived"):
         return form.endswith("+inv_quad_logdet")
+    if op == "reuse":
+        return form != "sts_values"
     return op == "bad" and form == "hessian_noise"
 
 
+def edits_values(op: str, form: str) -> bool:
+    """Whether the case edits the values of ``L`` in place (so that its layout must be one the operator holds)."""
+    return op == "inplace" or (op == "reuse" and form in ("values", "sts_values"))
+
+
 def uses_noise(op: str) -> bool:
+    """Whether the case chooses a noise spelling (the reuse and derived cases add a DiagLinearOperator(d))."""
     return op in ("inv_quad_logdet", "solve")
 
 
 def allows_batch(op: str, form: str, noise: str) -> bool:
     """Batched L only where both variants could support it: not through gpytorch's likelihoods, in-place edits (one
-    matrix, as scipy has) or the bad inputs (which are about one thing each)."""
+    matrix, as scipy has), row selections (about one matrix's rows) or the bad inputs (about one thing each)."""
     if op in ("to_dense", "index", "transpose"):
         return True
+    if op == "reuse":
+        return not edits_values(op, form)  # (one matrix edited in place, as in inplace)
     return op in ("inv_quad_logdet", "solve") and form == "operator" and noise == "diag_grad"
 
 
@@ -183,7 +218,7 @@ def problems(case: Case) -> list[str]:
         check("noise", case.noise == NONE, f"unused by {case.op}: expected {NONE}")
     if case.batch:
         check("batch", allows_batch(case.op, case.form, case.noise), f"{case.op}/{case.form} is not batched here")
-    if case.op == "inplace":
+    if edits_values(case.op, case.form):
         check("layout", case.layout in INPLACE_LAYOUTS, f"in-place edits: expected one of {INPLACE_LAYOUTS}")
     if case.form == "mll":
         check("noise", case.noise != "diag_grad", "ExactMarginalLogLikelihood needs a likelihood")

@@ -27,7 +27,7 @@ from linear_operator_fork.recipe import ForkError
 ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_DIR = ROOT / "build" / "differential"
 DEFAULT_SEED = 20261127
-DEFAULT_COUNT = 400
+DEFAULT_COUNT = 600
 
 
 def env_int(name: str, default: int) -> int:
@@ -109,7 +109,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         records.replace_block(args.readme, verdict.README_BEGIN, verdict.README_END, verdict.readme_lines(data))
         print(f"updated the table in {args.readme}")
     print(f"wrote {results_path}, {report_path}")
-    return 1 if data["fails"] else 0
+    unchecked = verdict.unchecked_float64(data)
+    if unchecked:
+        print(f"{unchecked} float64 output(s) unchecked: no answer could fail them (report.md, Unchecked outputs)")
+    return 1 if data["fails"] or unchecked else 0
 
 
 def describe(record: dict[str, Any]) -> list[str]:
@@ -184,7 +187,9 @@ def add_arguments(commands: Any) -> None:
     run.add_argument("--timeout", type=float, default=60.0, help="seconds per case (default %(default)s)")
     run.add_argument("--python", help="the interpreter of the children (default: this one)")
     compare = sub.add_parser(
-        "compare", parents=[common], help="verdicts: results.json and report.md; exit 1 on a fork FAIL"
+        "compare",
+        parents=[common],
+        help="verdicts: results.json and report.md; exit 1 on a fork FAIL or an unchecked float64 output",
     )
     compare.add_argument("--readme", type=Path, help="also rewrite the differential table of this README")
     replay = sub.add_parser("replay", help="run one case here (in a child process) and show it in detail")

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from linear_operator_fork.verify.differential.case import Case, uses_root
+from linear_operator_fork.verify.differential.case import MANY_COLUMNS, MANY_PRODUCTS, Case, uses_root
 
 # gpytorch's GreaterThan(1e-4) on the noise: the bound is a float32 buffer, cast with the module
 NOISE_LOWER_BOUND = 9.999999747378752e-05
@@ -61,8 +61,10 @@ class Data:
     X: Any  # (n, k) for S @ X
     Y: Any  # (*batch, N, k) for S.mT @ Y
     yvec: Any  # (N,) for S.mT @ y
-    index: tuple | None  # for index cases and wrong masks: ints, slices, long and bool tensors
+    index: tuple | None  # for index cases, wrong masks and row selections: ints, slices, long and bool tensors
     oob: bool  # L has out-of-range indices (bad/oob_index)
+    X_many: Any = None  # (MANY_PRODUCTS, n, MANY_COLUMNS) for the "_many" products of inplace cases
+    Y_many: Any = None  # (MANY_PRODUCTS, N, MANY_COLUMNS)
 
     # -- casts ------------------------------------------------------------------------------------------------------
 
@@ -258,6 +260,9 @@ def make(case: Case) -> Data:
     if not case.batch:
         y, d, rhs, Y = y[0], d[0], rhs[0], Y[0]
     index = index_expression(case, integer, uniform)
+    X_many = Y_many = None
+    if case.then.endswith("_many"):  # (drawn last: the other inputs are those of the same seed without them)
+        X_many, Y_many = normal(MANY_PRODUCTS, n, MANY_COLUMNS), normal(MANY_PRODUCTS, N, MANY_COLUMNS)
     return Data(
         case=case,
         dtype=dtype,
@@ -281,6 +286,8 @@ def make(case: Case) -> Data:
         yvec=yvec,
         index=index,
         oob=oob,
+        X_many=X_many,
+        Y_many=Y_many,
     )
 
 
@@ -292,7 +299,7 @@ def index_expression(case: Case, integer: Any, uniform: Any) -> tuple | None:
     """
     import torch
 
-    if case.op not in ("index", "bad") or (case.op == "bad" and not case.form.startswith("mask_wrong")):
+    if case.op not in ("index", "bad", "derived") or (case.op == "bad" and not case.form.startswith("mask_wrong")):
         return None
     N, n = case.N, case.n
 
@@ -311,6 +318,8 @@ def index_expression(case: Case, integer: Any, uniform: Any) -> tuple | None:
     def mask(size: int) -> Any:
         return uniform(size) < 0.4
 
+    if case.op == "derived":
+        return row_selection(case, integer, uniform)
     prefix: tuple = ()
     if case.batch:
         prefix = (slice(None),) if uniform(1) < 0.5 else (position(case.batch),)
@@ -341,6 +350,25 @@ def index_expression(case: Case, integer: Any, uniform: Any) -> tuple | None:
     else:  # mask_wrong_cols
         index = (slice(None), mask(n + (1 if n == 0 or uniform(1) < 0.5 else -1)))
     return prefix + index
+
+
+def row_selection(case: Case, integer: Any, uniform: Any) -> tuple:
+    """The rows of a ``derived`` case: a slice, an index tensor of consecutive rows (``torch.arange``), an index tensor
+    of any rows (negative ones and repeats too), a boolean mask."""
+    import torch
+
+    N = case.N
+    if case.selection == "slice":
+        start = None if uniform(1) < 0.25 else integer(-N - 2, N + 3)
+        stop = None if uniform(1) < 0.25 else integer(-N - 2, N + 3)
+        return (slice(start, stop, None if uniform(1) < 0.5 else integer(1, 4)),)
+    if case.selection == "range":
+        start = integer(0, N + 1)
+        return (torch.arange(start, integer(start, N + 1)),)
+    if case.selection == "rows":
+        count = integer(0, 9) if N else 0
+        return (torch.tensor([integer(-N, N) for _ in range(count)], dtype=torch.long),)
+    return (uniform(N) < 0.6,)
 
 
 def describe_index(index: tuple | None) -> str:

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from linear_operator_fork.verify.differential.case import Case, uses_root
+from linear_operator_fork.verify.differential.case import NOISE_STEPS, Case, uses_root
 from linear_operator_fork.verify.differential.data import NOISE_LOWER_BOUND, Data, rbf, weights
 
 
@@ -24,9 +24,13 @@ class Reference:
     scales: dict[str, float] = field(default_factory=dict)
     kappa: float = 1.0  # of the case
     kappas: dict[str, float] = field(default_factory=dict)  # of the outputs that differ from the case's
+    powers: dict[str, int] = field(default_factory=dict)  # of κ in the tolerance, where not 1 (outcome.py)
 
     def kappa_of(self, name: str) -> float:
         return self.kappas.get(name, self.kappa)
+
+    def power_of(self, name: str) -> int:
+        return self.powers.get(name, 1)
 
     def add(self, name: str, value: Any, scale: float | None = None) -> None:
         value = value.detach()
@@ -53,17 +57,25 @@ def compute(case: Case, data: Data) -> Reference:
         "transpose": transpose,
         "inplace": inplace,
         "bad": bad,
+        "reuse": reuse,
+        "derived": derived,
         "selftest": selftest,
     }
     reference = computations[case.op](case, data)
     if uses_root(case.op, case.form) and case.root == "kernel_root":
         # The variants factor K in their dtype: R Rᵀ is as accurate as K (Cholesky is backward stable), R itself and
-        # the derivatives through the factorisation only as K is well conditioned
+        # the derivatives through the factorisation only as K is well conditioned. So the kernel's condition counts
+        # for the gradients w.r.t. the kernel's parameters, and for the outputs made from R itself (products and
+        # Gram matrices of S R); not for the others (e.g. the gradient w.r.t. the noise).
         kernel_kappa = condition(kernel_matrix(data))
+        through_R = case.op == "to_dense" and case.form != "covar"
         for name in reference.outputs:
-            if name.startswith("grad_raw_") or (case.op == "to_dense" and case.form != "covar"):
+            if through_R or name.startswith(KERNEL_GRADIENTS) or (case.form == "weights" and case.op == "reuse"):
                 reference.kappas[name] = max(reference.kappa, kernel_kappa)
     return reference
+
+
+KERNEL_GRADIENTS = ("grad_raw_lengthscale", "grad_raw_outputscale")  # (reuse cases add _<call>)
 
 
 # -- pieces ----------------------------------------------------------------------------------------------------------
@@ -174,6 +186,8 @@ def term_gradients(reference: Reference, terms: list[Any], factor: float, leaves
         grads = [torch.zeros_like(leaf) if part[i] is None else part[i] for part in parts]
         total = factor * sum(grads)
         reference.add(f"grad_{name}", total, abs(factor) * sum(norm(g) for g in grads))
+        if name == "d":  # the diagonal of C⁻¹ through Woodbury's formula: κ² (outcome.py)
+            reference.powers[f"grad_{name}"] = 2
     reference.share_gradient_scale()
 
 
@@ -192,6 +206,8 @@ def covariance(case: Case, data: Data, L: Any, leaves: dict[str, Any]) -> tuple[
 
 
 def inv_quad_logdet(case: Case, data: Data) -> Reference:
+    import torch
+
     reference = Reference()
     leaves: dict[str, Any] = {}
     C, noise = covariance(case, data, data.dense(), leaves)
@@ -217,6 +233,9 @@ def inv_quad_logdet(case: Case, data: Data) -> Reference:
     leaves["raw_constant"] = mean
     reference.add("loss", -log_prob / case.N, scale / case.N)
     term_gradients(reference, [inv_quad.sum(), logdet.sum()], 0.5 / case.N, leaves)
+    # The constant's gradient is -Σᵢ (C⁻¹ diff)ᵢ / N: a sum whose terms may cancel (by 1400 in a measured case)
+    terms = torch.linalg.solve(C.detach(), diff.detach().unsqueeze(-1)).abs().sum() / case.N
+    reference.scales["grad_raw_constant"] = max(reference.scales["grad_raw_constant"], float(terms))
     return reference
 
 
@@ -313,6 +332,11 @@ def inplace(case: Case, data: Data) -> Reference:
         elif case.then == "mT_matmul":
             Y = data.exact(data.Y)
             reference.add(f"{when}_product", L.mT @ Y, abs_norm(L.mT, Y))
+        elif case.then in ("matmul_many", "mT_matmul_many"):
+            left = L if case.then == "matmul_many" else L.mT
+            rights = [data.exact(X) for X in (data.X_many if case.then == "matmul_many" else data.Y_many)]
+            product = torch.cat([left @ right for right in rights], dim=-1)
+            reference.add(f"{when}_product", product, abs_norm(left, torch.cat(rights, dim=-1)))
         else:
             with torch.no_grad():
                 R = root(case, data, grad=False)[0]
@@ -337,7 +361,9 @@ def bad(case: Case, data: Data) -> Reference:
         return reference  # no matrix has these indices: no correct result exists
     if case.form == "dtype_mismatch":
         L = data.dense()
-        X = data.exact(data.X, torch.float64 if data.dtype == torch.float32 else torch.float32)
+        other = torch.float64 if data.dtype == torch.float32 else torch.float32
+        X = data.exact(data.X, other)
+        torch.matmul(L.to(data.dtype), X.to(other))  # expected: what torch does with mixed dtypes (it raises)
         reference.add("product", L @ X, abs_norm(L, X))
         return reference
     if case.form == "csc_leaf_grad":
@@ -371,7 +397,88 @@ def hessian(case: Case, data: Data) -> Reference:
     h_inv_quad = torch.autograd.functional.hessian(lambda v: terms(v)[0], d)
     h_logdet = torch.autograd.functional.hessian(lambda v: terms(v)[1], d)
     reference.add("hessian", h_inv_quad + h_logdet, norm(h_inv_quad) + norm(h_logdet))
+    reference.powers["hessian"] = 3  # (outcome.py)
     reference.kappa = noise_condition(C0 + torch.diag_embed(d), d)
+    return reference
+
+
+def reuse(case: Case, data: Data) -> Reference:
+    """Each call of a reuse case on its own: the noise d, 3 d, d; the weights d, 3 d, d; the values v, v, 2 v, v."""
+    import torch
+
+    from linear_operator_fork.verify.differential.scenarios import VALUE_STEPS
+
+    reference = Reference()
+    diff = data.exact(data.y) - data.exact_scalar(data.mean)
+    if case.form in ("values", "sts_values"):
+        for call, factor in enumerate(VALUE_STEPS, start=1):
+            L = factor * data.dense()
+            if case.form == "sts_values":
+                reference.add(f"dense_{call}", L.mT @ L, abs_norm(L.mT, L))
+                continue
+            with torch.no_grad():
+                U = L @ root(case, data, grad=False)[0]
+                d = data.exact(data.d)
+                C = U @ U.mT + torch.diag_embed(d)
+                inv_quad, logdet, spread = gaussian_terms(C, diff)
+            reference.add(f"inv_quad_{call}", inv_quad)
+            reference.add(f"logdet_{call}", logdet, norm(spread))
+            reference.kappa = max(reference.kappa, noise_condition(C, d))
+        return reference
+    L = data.dense()
+    grad_root = case.form.startswith("noise_grad")
+    for call, factor in enumerate(NOISE_STEPS, start=1):
+        R, leaves = root(case, data, grad=grad_root)
+        leaves = leaves if grad_root else {}
+        U = L @ R
+        d = data.exact(data.d) * factor
+        if case.form == "weights":
+            out = (U.mT @ (d.unsqueeze(-1) * U)).detach()
+            R = R.detach()
+            reference.add(f"dense_{call}", out, abs_norm(R.mT, L.mT, d.unsqueeze(-1) * L, R))
+            continue
+        if case.form == "noise_grad_noise":
+            d = d.requires_grad_()
+            leaves["d"] = d
+        C = U @ U.mT + torch.diag_embed(d)
+        inv_quad, logdet, spread = gaussian_terms(C, diff)
+        call_reference = Reference()
+        call_reference.add("inv_quad", inv_quad)
+        call_reference.add("logdet", logdet, norm(spread))
+        if leaves:
+            term_gradients(call_reference, [inv_quad.sum(), logdet.sum()], 1.0, leaves)
+        for name, value in call_reference.outputs.items():
+            reference.add(f"{name}_{call}", value, call_reference.scales[name])
+            reference.powers[f"{name}_{call}"] = call_reference.power_of(name)
+        reference.kappa = max(reference.kappa, noise_condition(C, d))
+    return reference
+
+
+def derived(case: Case, data: Data) -> Reference:
+    """The selected rows ``L[rows]`` (torch's indexing of the dense tensor), then used."""
+    import torch
+
+    reference = Reference()
+    rows = data.index
+    L = data.dense()[rows]
+    if case.then == "matmul":
+        X = data.exact(data.X)
+        reference.add("product", L @ X, abs_norm(L, X))
+        return reference
+    if case.then == "mT_matmul":
+        Y = data.exact(data.Y)[rows]
+        reference.add("product", L.mT @ Y, abs_norm(L.mT, Y))
+        return reference
+    R, leaves = root(case, data)
+    U = L @ R
+    d = data.exact(data.d)[rows]
+    C = U @ U.mT + torch.diag_embed(d)
+    diff = (data.exact(data.y) - data.exact_scalar(data.mean))[rows]
+    inv_quad, logdet, spread = gaussian_terms(C, diff)
+    reference.kappa = noise_condition(C, d)
+    reference.add("inv_quad", inv_quad)
+    reference.add("logdet", logdet, norm(spread))
+    term_gradients(reference, [inv_quad.sum(), logdet.sum()], 1.0, leaves)
     return reference
 
 

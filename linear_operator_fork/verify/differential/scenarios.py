@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from linear_operator_fork.verify.data import sparse_class
-from linear_operator_fork.verify.differential.case import Case
+from linear_operator_fork.verify.differential.case import NOISE_STEPS, Case
 from linear_operator_fork.verify.differential.data import Data, weights
 
 
@@ -27,6 +27,8 @@ def run(case: Case, data: Data) -> dict[str, Any]:
         "transpose": run_transpose,
         "inplace": run_inplace,
         "bad": run_bad,
+        "reuse": run_reuse,
+        "derived": run_derived,
         "selftest": run_selftest,
     }
     return runners[case.op](case, data)
@@ -274,12 +276,17 @@ def run_inplace(case: Case, data: Data) -> dict[str, Any]:
 
 
 def inplace_call(case: Case, data: Data, S: Any) -> dict[str, Any]:
+    import torch
     from linear_operator.operators import DiagLinearOperator
 
     if case.then == "matmul":
         return {"product": dense_tensor(S @ data.cast(data.X))}
     if case.then == "mT_matmul":
         return {"product": dense_tensor(S.mT @ data.cast(data.Y))}
+    if case.then == "matmul_many":
+        return {"product": torch.cat([dense_tensor(S @ data.cast(X)) for X in data.X_many], dim=-1)}
+    if case.then == "mT_matmul_many":
+        return {"product": torch.cat([dense_tensor(S.mT @ data.cast(Y)) for Y in data.Y_many], dim=-1)}
     R, kernel, _ = root_inputs(case, data, grad=False)
     _, covariance = spelled_root(case, data, S, R, kernel)  # rebuilt from the same S
     diff = (data.cast(data.y) - data.mean).unsqueeze(-1)
@@ -325,6 +332,74 @@ def run_hessian(case: Case, data: Data) -> dict[str, Any]:
 
     d = data.cast(data.d)
     return {"value": objective(d), "hessian": torch.autograd.functional.hessian(objective, d)}
+
+
+# Factors of the values of L at the calls of the reuse cases that edit them: the second call repeats the first, the
+# values are doubled before the third and halved (exactly back) before the fourth
+VALUE_STEPS = (1.0, 1.0, 2.0, 1.0)
+
+
+def run_reuse(case: Case, data: Data) -> dict[str, Any]:
+    """One SparseLinearOperator, several calls (the covariance rebuilt from it each time, as a GP's forward does);
+    what the results depend on changes between the calls. Outputs ``<name>_<call>``, calls counted from 1."""
+    import torch
+    from linear_operator.operators import DiagLinearOperator, MatmulLinearOperator
+
+    outputs: dict[str, Any] = {}
+    if case.form in ("values", "sts_values"):
+        L, values = data.sparse(share=True)
+        S = sparse_operator(L)
+        R, kernel, _ = root_inputs(case, data, grad=False) if case.form == "values" else (None, None, None)
+        for call, factor in enumerate(VALUE_STEPS, start=1):
+            if call > 1 and factor != VALUE_STEPS[call - 2]:
+                values.mul_(factor / VALUE_STEPS[call - 2])  # 2 then 0.5: exactly back to the first values
+            if case.form == "sts_values":
+                outputs[f"dense_{call}"] = dense_tensor((S.mT @ S).to_dense())
+                continue
+            _, covariance = spelled_root(case, data, S, R, kernel)
+            diff = (data.cast(data.y) - data.mean).unsqueeze(-1)
+            inv_quad, logdet = (covariance + DiagLinearOperator(data.cast(data.d))).inv_quad_logdet(diff, logdet=True)
+            outputs.update({f"inv_quad_{call}": inv_quad, f"logdet_{call}": logdet})
+        return outputs
+    S = sparse_operator(data.sparse()[0])
+    grad_root = case.form.startswith("noise_grad")
+    R, kernel, leaves = root_inputs(case, data, grad=grad_root)
+    for call, factor in enumerate(NOISE_STEPS, start=1):
+        d = data.cast(data.d) * factor
+        U, covariance = spelled_root(case, data, S, R, kernel)
+        if case.form == "weights":
+            with torch.no_grad():
+                outputs[f"dense_{call}"] = dense_tensor(MatmulLinearOperator(U.mT, DiagLinearOperator(d) @ U))
+            continue
+        call_leaves = dict(leaves) if grad_root else {}
+        if case.form == "noise_grad_noise":
+            d.requires_grad_()
+            call_leaves["d"] = d
+        diff = (data.cast(data.y) - data.mean).unsqueeze(-1)
+        with torch.set_grad_enabled(grad_root):
+            inv_quad, logdet = (covariance + DiagLinearOperator(d)).inv_quad_logdet(diff, logdet=True)
+        outputs.update({f"inv_quad_{call}": inv_quad.detach(), f"logdet_{call}": logdet.detach()})
+        if call_leaves:
+            found = gradients(inv_quad.sum() + logdet.sum(), call_leaves)
+            outputs.update({f"{name}_{call}": value for name, value in found.items()})
+    return outputs
+
+
+def run_derived(case: Case, data: Data) -> dict[str, Any]:
+    """Rows selected from S (``data.index``), then used: a product, a transposed product, a covariance."""
+    from linear_operator.operators import DiagLinearOperator
+
+    rows = data.index
+    S = sparse_operator(data.sparse()[0])[rows]
+    if case.then == "matmul":
+        return {"product": dense_tensor(S @ data.cast(data.X))}
+    if case.then == "mT_matmul":
+        return {"product": dense_tensor(S.mT @ data.cast(data.Y)[rows])}
+    R, kernel, leaves = root_inputs(case, data)
+    _, covariance = spelled_root(case, data, S, R, kernel)
+    diff = (data.cast(data.y)[rows] - data.mean).unsqueeze(-1)
+    inv_quad, logdet = (covariance + DiagLinearOperator(data.cast(data.d)[rows])).inv_quad_logdet(diff, logdet=True)
+    return {"inv_quad": inv_quad, "logdet": logdet, **gradients(inv_quad.sum() + logdet.sum(), leaves)}
 
 
 def run_selftest(case: Case, data: Data) -> dict[str, Any]:

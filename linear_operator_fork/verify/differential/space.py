@@ -29,11 +29,14 @@ from linear_operator_fork.verify.differential.case import (
     NOISES,
     NONE,
     OPS,
+    REUSE,
     ROOTS,
+    SELECTIONS,
     Case,
     HESSIAN_MAX_n,
     MAX_n,
     allows_batch,
+    edits_values,
     uses_noise,
     uses_root,
     validate,
@@ -58,6 +61,8 @@ def form_allowed(op: str, form: str, fixed: dict[str, Any]) -> bool:
     if fixed.get("noise") == "diag_grad" and form == "mll":
         return False
     if "root" in fixed and fixed["root"] != NONE and not uses_root(op, form):
+        return False
+    if "layout" in fixed and fixed["layout"] not in INPLACE_LAYOUTS and edits_values(op, form):
         return False
     return not fixed.get("batch") or allows_batch(op, form, "diag_grad")
 
@@ -85,7 +90,8 @@ def build(
     N = size("N", 1 if form in ("mll", "oob_index", "hessian_noise") else 0, HESSIAN_MAX_N if hessian else MAX_N)
     n = size("n", 1 if form == "oob_index" else 0, HESSIAN_MAX_n if hessian else MAX_n)
     nnz = pick("nnz", range(1 if form == "oob_index" else 0, min(n, MAX_NNZ) + 1))
-    layouts = LAYOUT_CHOICES if op != "inplace" else tuple(x for x in LAYOUT_CHOICES if x in INPLACE_LAYOUTS)
+    edits = edits_values(op, form)
+    layouts = tuple(x for x in LAYOUT_CHOICES if x in INPLACE_LAYOUTS) if edits else LAYOUT_CHOICES
     layout = pick("layout", ("csc",) if form == "csc_leaf_grad" else layouts)
     dtype = pick("dtype", DTYPES)
     root, cond, r, noise = NONE, NONE, 0, NONE
@@ -130,12 +136,27 @@ def corner_specs() -> list[dict[str, Any]]:
     specs += [{"op": "inplace", "layout": layout} for layout in INPLACE_LAYOUTS]
     bad_forms = [form for form in OPS["bad"] if form != "csc_leaf_grad"]  # (a CSC leaf is CSC)
     specs += [{"op": "bad", "form": form, "layout": layout} for form in bad_forms for layout in LAYOUTS]
-    specs += [{"op": op, "batch": 2} for op in ("inv_quad_logdet", "solve", "to_dense", "index", "transpose")]
+    specs += [{"op": op, "batch": 2} for op in ("inv_quad_logdet", "solve", "to_dense", "index", "transpose", "reuse")]
     specs += [{"op": "inv_quad_logdet", "cond": cond, "dtype": dtype} for cond in CONDS for dtype in DTYPES]
     specs += [
         {"op": "inplace", "form": f"{edit}+{then}", "layout": layout}
         for edit in EDITS
         for then, layout in zip(("mT_matmul", "matmul", "inv_quad_logdet"), INPLACE_LAYOUTS, strict=True)
+    ]
+    # The state an operator keeps between calls, in every layout it is kept for: products past the switch-over
+    # points before an edit, reused operators whose noise, weights or values change, selected rows then used
+    specs += [
+        {"op": "inplace", "form": f"{edit}+{then}", "layout": layout}
+        for edit in EDITS
+        for then in ("matmul_many", "mT_matmul_many")
+        for layout in INPLACE_LAYOUTS
+    ]
+    specs += [{"op": "reuse", "form": form, "layout": layout} for form in REUSE for layout in INPLACE_LAYOUTS]
+    specs += [
+        {"op": "derived", "form": f"{selection}+{then}", "layout": layout}
+        for selection in SELECTIONS
+        for then in ("matmul", "mT_matmul", "inv_quad_logdet")
+        for layout in ("coo", "csr")
     ]
     return specs
 
