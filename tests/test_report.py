@@ -137,12 +137,29 @@ def test_a_differential_fork_fail_fails_verify(tmp_path):
     write_run(folder, [*SUITES_OK, case("a", "fork")])
     differential = tmp_path / "differential" / "results.json"
     differential.parent.mkdir()
-    summary = {"cases": 10, "stock_failures": 2, "fork_failures": 0, "fork_fails": 1, "fork_better": 2}
-    fail = {"key": "op=solve;seed=3", "reason": "disagrees with stock by 1e-2"}
-    differential.write_text(json.dumps({"summary": summary, "fails": [fail], "generated": "now"}))
+    summary = {"cases": 10, "outputs": 20, "unchecked": 1, "stock_failures": 2, "fork_failures": 0, "fork_fails": 1,
+               "fork_better": 2}  # fmt: skip
+    checks = {"solve": {"float32": {"outputs": 10, "unchecked": 1}, "float64": {"outputs": 10, "unchecked": 0}}}
+    fail = {"key": "op=solve;seed=3", "reason": "more than 10 x as far from the reference as stock"}
+    data = {"summary": summary, "checks": checks, "fails": [fail], "generated": "now"}
+    differential.write_text(json.dumps(data))
     assert main(["report", str(folder)]) == 1
     text = (folder / "report.md").read_text()
-    assert "| 10 | 2 | 0 | 1 | 2 |" in text and "differential: fork FAIL op=solve;seed=3" in text
+    assert "| 10 | 20 | 1 | 2 | 0 | 1 | 2 |" in text and "differential: fork FAIL op=solve;seed=3" in text
+    assert "unchecked (no answer could fail them)" not in text  # (float32 ones are counted, not failed)
+
+
+def test_an_unchecked_float64_output_of_the_differential_fails_verify(tmp_path):
+    folder = tmp_path / "verify"
+    write_run(folder, [*SUITES_OK, case("a", "fork")])
+    differential = tmp_path / "differential" / "results.json"
+    differential.parent.mkdir()
+    summary = {"cases": 1, "outputs": 2, "unchecked": 1, "stock_failures": 0, "fork_failures": 0, "fork_fails": 0,
+               "fork_better": 0}  # fmt: skip
+    checks = {"solve": {"float64": {"outputs": 2, "unchecked": 1}}}
+    differential.write_text(json.dumps({"summary": summary, "checks": checks, "fails": [], "generated": "now"}))
+    assert main(["report", str(folder)]) == 1
+    assert "1 float64 output(s) unchecked" in (folder / "report.md").read_text()
 
 
 def test_report_without_records_says_what_to_run(tmp_path, capsys):
