@@ -171,21 +171,33 @@ def copy_checkout(destination: Path) -> None:
 
 @nox.session
 def patches(session: nox.Session) -> None:
-    """The series applies to the pinned release without fuzz and exports identically."""
+    """The series applies to the pinned release without fuzz and exports identically; the mutants apply to it."""
     session.install("tomli; python_version < '3.11'")
     session.run("python", "-m", "linear_operator_fork", "check")
+    session.run("python", "-m", "linear_operator_fork", "mutants", "check")
 
 
 @nox.session
 @nox.parametrize("variant", ["fork"])
 def tests(session: nox.Session, variant: str) -> None:
-    """Our pytest suite (tests/) against the installed fork wheel, with gpytorch installed after it."""
+    """Our pytest suite (tests/) against the installed fork wheel, with gpytorch installed after it; then upstream's
+    suite on the patched tree (its test/, with the patches' own tests), which must pass (with pytest arguments:
+    ours only)."""
     from linear_operator_fork import pr as fork_pr
 
     # upstream's pinned lint tools too, so that tests/test_pr.py runs the real upstream lint
     wheel = install_variant(session, variant, GPYTORCH, "pytest", "hypothesis", "scipy", *fork_pr.LINT_REQUIREMENTS)
     env = {"LINEAR_OPERATOR_FORK_WHEEL": str(wheel), "LINEAR_OPERATOR_FORK_VARIANT": variant}
     session.run("python", "-m", "pytest", *(session.posargs or ["tests"]), env=env)
+    if session.posargs:
+        return
+    records = ROOT / "build" / "tests" / "records"
+    session.run(
+        "python", "-m", "linear_operator_fork", "suite", "--suite", "upstream-suite", "--variant", variant,
+        "--tests", str(fork_build.patched_tree() / "test"), "--out", str(records / f"upstream-suite-{variant}.json"),
+    )  # fmt: skip
+    gate = ["python", "-m", "linear_operator_fork", "workflows", "gate", "upstream-suite", "--records", str(records)]
+    session.run(*gate)
 
 
 def record_path(name: str, variant: str) -> Path:
@@ -340,6 +352,24 @@ def differential_run(session: nox.Session, variant: str) -> None:
 def differential_report(session: nox.Session) -> None:
     """Verdicts of stock vs fork vs reference: results.json and report.md; fails on any fork FAIL."""
     session.run("python", "-m", "linear_operator_fork", "differential", "compare", *session.posargs)
+
+
+@nox.session
+def mutants(session: nox.Session) -> None:
+    """Mutation testing: each planted bug of mutants/linear_operator/ through the differential harness, our tests and
+    upstream's suite on the mutated tree; fails if one survives. Results: build/mutants/ (`-- --readme README.md`
+    also rewrites the README's table; `-- --mutant NAME` runs one)."""
+    wheel = install_variant(session, "fork", GPYTORCH, "pytest", "hypothesis", "scipy", "setuptools>=64", "wheel")
+    tmp = Path(session.create_tmp()).resolve()  # outside build/: the catchers refuse a linear_operator from there
+    stock_site = tmp / "site-stock"
+    shutil.rmtree(stock_site, ignore_errors=True)
+    stock_wheel = build_wheel(session, "stock")
+    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(stock_site), str(stock_wheel))
+    env = {"LINEAR_OPERATOR_FORK_WHEEL": str(wheel), "LINEAR_OPERATOR_FORK_VARIANT": "fork"}
+    session.run(
+        "python", "-m", "linear_operator_fork", "mutants", "run", "--stock-site", str(stock_site),
+        "--work", str(tmp / "work"), *session.posargs, env=env,
+    )  # fmt: skip
 
 
 @nox.session

@@ -1,9 +1,9 @@
 """The command line: ``python -m linear_operator_fork <subcommand>`` (``--help`` lists them).
 
 The flow, in the order of the subcommands: the pin (``fetch``: the pinned sdist), the patch series (``checkout``,
-``export``, ``check``, ``apply``), the build (``tree``), verification (``cases``, ``suite``, ``differential``), the
-report (``report``), the pull requests (``pr``), and the CI workflows (``workflows``). Errors the user can act on
-(:class:`~linear_operator_fork.recipe.ForkError`) are printed without a traceback, with exit status 1.
+``export``, ``check``, ``apply``), the build (``tree``), verification (``cases``, ``suite``, ``differential``,
+``mutants``), the report (``report``), the pull requests (``pr``), and the CI workflows (``workflows``). Errors the
+user can act on (:class:`~linear_operator_fork.recipe.ForkError`) are printed without a traceback, with exit status 1.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from linear_operator_fork import build, pr, recipe, report, sdist, series, workflows
 from linear_operator_fork.recipe import BUILD_DIR, ForkError
-from linear_operator_fork.verify import runner, suites
+from linear_operator_fork.verify import mutants, runner, suites
 from linear_operator_fork.verify.differential import cli as differential
 
 DEFAULT_CHECKOUT = BUILD_DIR / "checkout"
@@ -117,6 +117,7 @@ def parser() -> argparse.ArgumentParser:
     runner.add_arguments(commands)
     suites.add_arguments(commands)
     differential.add_arguments(commands)
+    mutants.add_arguments(commands)
     report.add_arguments(commands)
     sub = commands.add_parser("pr", help="build/pr/: one folder per stacked pull request, and upstream's lint")
     pr.add_pr_arguments(sub)

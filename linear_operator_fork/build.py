@@ -71,6 +71,11 @@ def patched_tree(recipe: Recipe | None = None, destination: Path | None = None) 
     return destination
 
 
+def wheel_from_tree(tree: Path, wheel_directory: Path) -> str:
+    """Build the wheel of a (patched) upstream tree with upstream's setuptools configuration; its file name."""
+    return _in_tree(tree, "build_wheel", str(Path(wheel_directory).resolve()), None)
+
+
 def _in_tree(tree: Path, hook: str, *args):
     """Run a setuptools PEP 517 hook with ``tree`` as the project folder."""
     from setuptools import build_meta
@@ -95,9 +100,7 @@ def get_requires_for_build_sdist(config_settings=None) -> list[str]:
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None) -> str:
-    tree = patched_tree()
-    wheel_directory = os.path.abspath(wheel_directory)
-    return _in_tree(tree, "build_wheel", wheel_directory, config_settings)
+    return wheel_from_tree(patched_tree(), Path(wheel_directory))
 
 
 def build_sdist(sdist_directory, config_settings=None) -> str:

@@ -24,8 +24,9 @@ MANY_PRODUCTS, MANY_COLUMNS = 3, 8
 REUSE = ("noise", "noise_grad_root", "noise_grad_noise", "weights", "values", "sts_values")
 NOISE_STEPS = (1.0, 3.0, 1.0)
 # derived: an operator made from S by selecting rows, then used: a slice, an index tensor of consecutive rows (a
-# view of the rows), an index tensor of any rows, a boolean mask
-SELECTIONS = ("slice", "range", "rows", "mask")
+# view of the rows), consecutive rows but two neighbours swapped (nearly a range: a test for consecutive rows must
+# look at all of them), an index tensor of any rows, a boolean mask
+SELECTIONS = ("slice", "range", "near_range", "rows", "mask")
 DERIVED_THEN = ("matmul", "mT_matmul", "inv_quad_logdet")
 
 # Operation -> its forms (what exactly is called; see scenarios.py)

@@ -365,6 +365,12 @@ def row_selection(case: Case, integer: Any, uniform: Any) -> tuple:
     if case.selection == "range":
         start = integer(0, N + 1)
         return (torch.arange(start, integer(start, N + 1)),)
+    if case.selection == "near_range":  # rows start..stop-1 with the second and third swapped (reversed if N < 4)
+        if N < 4:
+            return (torch.arange(N).flip(0),)
+        start = integer(0, N - 3)
+        rows = torch.arange(start, integer(start + 4, N + 1))
+        return (rows[[0, 2, 1, *range(3, rows.numel())]],)
     if case.selection == "rows":
         count = integer(0, 9) if N else 0
         return (torch.tensor([integer(-N, N) for _ in range(count)], dtype=torch.long),)
