@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import nox
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linear_operator_fork import build as fork_build
 from linear_operator_fork import recipe as fork_recipe
+from linear_operator_fork import report as fork_report
 from linear_operator_fork import sdist as fork_sdist
 from linear_operator_fork import series as fork_series
 
@@ -256,12 +258,14 @@ def cases(session: nox.Session, variant: str) -> None:
 
 @nox.session
 def benchmark(session: nox.Session) -> None:
-    """Cases a, b and g at CPU size, stock / fork / plain-torch reference side by side, COO and CSR; prints the table.
+    """Cases a, b and g at CPU size, stock / fork / plain-torch reference side by side, COO and CSR, and case a swept
+    over N (COO); prints the table. The full run (no arguments) writes the table into docs/benchmark.md and the plot
+    of peak memory and time against N into docs/against_n.png.
 
     Stock gets a larger memory cap here (LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB, default 20) so that its
     peak is measured rather than cut off. Results: build/benchmark/.
     """
-    install_variant(session, "fork", GPYTORCH)
+    install_variant(session, "fork", GPYTORCH, "matplotlib")
     stock_site = Path(session.virtualenv.location) / "site-stock"
     shutil.rmtree(stock_site, ignore_errors=True)
     stock_wheel = build_wheel(session, "stock")
@@ -274,26 +278,43 @@ def benchmark(session: nox.Session) -> None:
         "fork": [],
         "reference": [],
     }
-    for layout in ("coo", "csr"):
-        for name, extra in variants.items():
-            session.run(
-                "python", "-m", "linear_operator_fork", "cases", "run", "--variant", name, "--cases", "a,b,g",
-                "--size", "cpu", "--layout", layout, "--out", str(folder / "records" / f"{layout}-{name}.json"),
-                *extra, *session.posargs,
-            )  # fmt: skip
-    readme = [] if session.posargs else ["--readme", str(ROOT / "README.md")]  # (the full benchmark only)
-    session.run("python", "-m", "linear_operator_fork", "report", str(folder), "--cases-only", *readme)
+    runs = [(layout, name, extra) for layout in ("coo", "csr") for name, extra in variants.items()]
+    # Measured on this project's 2-core machine (build 12): stock about 5 min per layout (the sweep adds 1 min), fork
+    # and reference under a minute each: an estimate of what is left, so that the long stock runs never look hung
+    weights = {"stock": 6.0, "fork": 1.0, "reference": 1.0}
+    total, done, started = sum(weights[name] for _, name, _ in runs), 0.0, time.perf_counter()
+    for index, (layout, name, extra) in enumerate(runs, start=1):
+        elapsed = time.perf_counter() - started
+        left = f", about {elapsed / done * (total - done) / 60:.0f} min left" if done else ""
+        session.log(f"benchmark {index}/{len(runs)}: {name}, {layout}{left}")
+        sweep = ["--sweep"] if layout == "coo" else []
+        session.run(
+            "python", "-m", "linear_operator_fork", "cases", "run", "--variant", name, "--cases", "a,b,g",
+            "--size", "cpu", "--layout", layout, "--out", str(folder / "records" / f"{layout}-{name}.json"),
+            *sweep, *extra, *session.posargs,
+        )  # fmt: skip
+        done += weights[name]
+    docs = [] if session.posargs else ["--readme", str(ROOT / "docs" / "benchmark.md")]  # (the full benchmark only)
+    session.run("python", "-m", "linear_operator_fork", "report", str(folder), "--cases-only", *docs)
+    if not session.posargs and (folder / fork_report.PLOT).is_file():
+        shutil.copyfile(folder / fork_report.PLOT, ROOT / "docs" / fork_report.PLOT)
+        session.log(f"wrote docs/{fork_report.PLOT}")
 
 
 @nox.session(venv_backend="none")
 def verify(session: nox.Session) -> None:
     """The main job: suites, large-M cases and differential cases on stock and fork, then the side-by-side report."""
     shutil.rmtree(VERIFY / "records", ignore_errors=True)
-    for name in ("upstream", "gpytorch", "cases"):
-        for variant in VARIANTS:
-            session.notify(f"{name}(variant='{variant}')")
+    queued = [f"{name}(variant='{variant}')" for name in ("upstream", "gpytorch", "cases") for variant in VARIANTS]
+    for name in queued:
+        session.notify(name)
     notify_differential(session, [])  # report reads build/differential/results.json: a fork FAIL fails verify too
     session.notify("report")
+    # (nox names each session as it starts; the cases print each case as they run it)
+    session.log(
+        f"verify: {len(queued) + 5} sessions queued: {', '.join(queued)}, the differential harness (4 sessions), "
+        "report; about 25 minutes on a 2-core machine, most of it in gpytorch's suite and the stock cases"
+    )
 
 
 @nox.session

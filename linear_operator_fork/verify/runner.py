@@ -371,7 +371,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif run.variant == REFERENCE and not CASES[run.case].reference:
             record = skipped(run, f"the reference does not compute case {run.case}")
         else:
-            print(f"{label}: running", flush=True)
+            print(f"{label}: running (at most {args.timeout:.0f} s)", flush=True)
             record = run_one(run, pythonpath=args.pythonpath, cap_bytes=cap, timeout=args.timeout)
         print(f"{label}: {summary(record)}", flush=True)
         results.append(record)
