@@ -18,6 +18,7 @@ Environment:
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import time
@@ -169,6 +170,23 @@ def copy_checkout(destination: Path) -> None:
     fork_series.git(destination, "init", "--quiet")
     fork_series.git(destination, "add", "--all")
     fork_series.git(destination, "commit", "--quiet", "--no-verify", "-m", "copy of the checkout")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """The README's example, as written, and each of examples/*.py at its small size, on the installed fork."""
+    install_variant(session, "fork", GPYTORCH)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"(?ms)^## Example\n.*?^```python\n(.*?)^```", readme)
+    if len(blocks) != 1:
+        session.error("README.md: expected one ```python block in its Example section")
+    script = Path(session.create_tmp()).resolve() / "readme_example.py"
+    script.write_text(blocks[0], encoding="utf-8")
+    session.log("the README's example")
+    session.run("python", str(script))
+    for example in sorted((ROOT / "examples").glob("*.py")):
+        session.log(f"examples/{example.name}")
+        session.run("python", str(example))
 
 
 @nox.session
@@ -378,8 +396,8 @@ def differential_report(session: nox.Session) -> None:
 @nox.session
 def mutants(session: nox.Session) -> None:
     """Mutation testing: each planted bug of mutants/linear_operator/ through the differential harness, our tests and
-    upstream's suite on the mutated tree; fails if one survives. Results: build/mutants/ (`-- --readme README.md`
-    also rewrites the README's table; `-- --mutant NAME` runs one)."""
+    upstream's suite on the mutated tree; fails if one survives. Results: build/mutants/ (`-- --readme docs/testing.md`
+    also rewrites the table there; `-- --mutant NAME` runs one)."""
     wheel = install_variant(session, "fork", GPYTORCH, "pytest", "hypothesis", "scipy", "setuptools>=64", "wheel")
     tmp = Path(session.create_tmp()).resolve()  # outside build/: the catchers refuse a linear_operator from there
     stock_site = tmp / "site-stock"

@@ -77,6 +77,10 @@ def documents() -> list[Path]:
     return [path for path in candidates if path.is_file()]
 
 
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
 def extract_blocks(text: str, document: str) -> list[Block]:
     """The fenced blocks of a markdown text whose language is a shell's or Python's (others are ignored)."""
     blocks: list[Block] = []
@@ -275,7 +279,7 @@ def command_problems(words: list[str], sessions: frozenset[str] | None) -> list[
 
 
 def all_blocks() -> list[Block]:
-    return [block for path in documents() for block in extract_blocks(path.read_text(), path.name)]
+    return [block for path in documents() for block in extract_blocks(path.read_text(), relative(path))]
 
 
 @pytest.mark.parametrize("block", all_blocks(), ids=lambda block: block.id)
@@ -320,14 +324,21 @@ def relative_links(text: str) -> list[tuple[int, str]]:
     return links
 
 
-@pytest.mark.parametrize("document", documents(), ids=lambda path: path.name)
+@pytest.mark.parametrize("document", documents(), ids=relative)
+def test_no_placeholder_a_reader_cannot_resolve(document: Path) -> None:
+    """Nowhere, not in a command, a link or a badge: a reader cannot know what <owner> stands for."""
+    lines = [number for number, line in enumerate(document.read_text().splitlines(), 1) if "<owner>" in line]
+    assert not lines, f"{relative(document)}: <owner> on line(s) {lines}"
+
+
+@pytest.mark.parametrize("document", documents(), ids=relative)
 def test_relative_links_point_to_files(document: Path) -> None:
     missing = []
     for line, target in relative_links(document.read_text()):
         path = unquote(target.split("#", 1)[0].split("?", 1)[0])
         resolved = ROOT / path.lstrip("/") if path.startswith("/") else document.parent / path
         if not resolved.exists():
-            missing.append(f"{document.name}:{line}: {target} (no such file)")
+            missing.append(f"{relative(document)}:{line}: {target} (no such file)")
     if missing:
         pytest.fail("\n".join(missing), pytrace=False)
 

@@ -60,6 +60,19 @@ def test_a_mutant_applies_to_a_copy_and_a_stale_one_says_to_remake_it(tmp_path, 
         mutants.apply(stale, tiny_upstream, check_only=True)
 
 
+def test_a_mutant_applies_inside_another_git_repository(tmp_path, tiny_upstream):
+    """build/ lies inside this repository: git apply there must not take the repository's paths (and skip ours)."""
+    import subprocess
+
+    subprocess.run(["git", "init", "--quiet", str(tmp_path)], check=True)
+    mutant = mutants.read_mutant(write(tmp_path, HEADER + DIFF), BRANCHES)
+    tree = mutants.mutated_tree(mutant, tiny_upstream, tmp_path / "build" / "mutated")
+    assert (tree / "tiny" / "other.py").read_text() == "x = 1\ny = 3\nz = 3\n"
+    stale = mutants.read_mutant(write(tmp_path, HEADER + DIFF.replace("-y = 2", "-y = 7"), "02-stale.patch"), BRANCHES)
+    with pytest.raises(ForkError, match="does not apply"):
+        mutants.apply(stale, tree, check_only=True)
+
+
 def test_junit_ids_become_pytest_node_ids():
     assert mutants.test_ids(
         [

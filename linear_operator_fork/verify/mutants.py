@@ -21,7 +21,8 @@ The unmutated fork runs every catcher first (the baseline). ``run`` fails if a m
 the new code), or if a mutant survives every catcher. ``check`` (in ``nox -s patches``) only applies them.
 
     python -m linear_operator_fork mutants check
-    python -m linear_operator_fork mutants run --stock-site DIR --work DIR [--mutant NAME ...] [--readme README.md]
+    python -m linear_operator_fork mutants run --stock-site DIR --work DIR [--mutant NAME ...]
+        [--readme docs/testing.md]
 """
 
 from __future__ import annotations
@@ -98,7 +99,10 @@ def mutated_tree(mutant: Mutant, tree: Path, destination: Path) -> Path:
 
 def apply(mutant: Mutant, tree: Path, check_only: bool = False) -> None:
     command = ["git", "apply", *(["--check"] if check_only else []), str(mutant.path)]
-    result = subprocess.run(command, cwd=tree, capture_output=True, text=True)
+    # Inside a git repository (e.g. build/ of this one), git apply would take paths from the repository's top and
+    # silently skip those outside the current folder: the tree must be the top
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(tree.resolve().parent)}
+    result = subprocess.run(command, cwd=tree, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise ForkError(
             f"mutant {mutant.name} does not apply to the patched tree (re-make it for the new code, do not drop "
@@ -370,5 +374,5 @@ def add_arguments(commands: Any) -> None:
     run_parser.add_argument("--mutant", action="append", help="only this mutant (repeatable)")
     run_parser.add_argument("--catchers", default=",".join(CATCHERS), help="default %(default)s")
     run_parser.add_argument("--out", type=Path, default=OUT_DIR, help="default %(default)s")
-    run_parser.add_argument("--readme", type=Path, help="also rewrite the mutants table of this README")
+    run_parser.add_argument("--readme", type=Path, help="also rewrite its table in this document")
     run_parser.set_defaults(handler=cmd_run)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from linear_operator_fork.recipe import BUILD_DIR
 from linear_operator_fork.verify import records
 from linear_operator_fork.verify.catalogue import (
     CASES,
@@ -359,6 +360,7 @@ def plan(args: argparse.Namespace) -> list[Run]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    args.out = args.out or str(BUILD_DIR / "cases" / f"{args.variant}.json")
     runs = plan(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cap = None if args.device == "cuda" else int(args.cap_gib * 2**30)
@@ -411,7 +413,7 @@ def add_arguments(commands: Any) -> None:
     run.add_argument("--cap-gib", type=float, default=DEFAULT_CAP_GIB, help=cap_help)
     timeout_help = "seconds per child (default %(default)s)"
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help=timeout_help)
-    run.add_argument("--out", required=True, help="JSON file: {'records': [...]}")
+    run.add_argument("--out", help="JSON file: {'records': [...]} (default build/cases/<variant>.json)")
     child_parser = sub.add_parser("child", help="(internal) run one case in this process")
     child_parser.add_argument("spec", type=Path)
     child_parser.add_argument("record", type=Path)

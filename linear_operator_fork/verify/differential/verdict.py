@@ -346,7 +346,7 @@ def checks_table(data: dict[str, Any]) -> list[str]:
 def readme_lines(data: dict[str, Any]) -> list[str]:
     """The README's differential table (written between README_BEGIN and README_END by ``compare --readme``)."""
     return [
-        f"`python -m linear_operator_fork differential compare --readme README.md`, {data['generated'][:10]}: "
+        f"`python -m linear_operator_fork differential compare --readme docs/testing.md`, {data['generated'][:10]}: "
         f"{variants_line(data)}.",
         "",
         *summary_table(data),
