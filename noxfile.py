@@ -110,6 +110,15 @@ def install_variant(session: nox.Session, variant: str, *extra: str) -> Path:
     return wheel
 
 
+def install_stock_site(session: nox.Session, site: Path) -> Path:
+    """Stock's wheel installed into ``site`` (pip --target): the variant a run picks by PYTHONPATH next to the
+    venv's fork."""
+    shutil.rmtree(site, ignore_errors=True)
+    wheel = build_wheel(session, "stock")
+    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel))
+    return site
+
+
 @nox.session
 @nox.parametrize("variant", VARIANTS)
 def build(session: nox.Session, variant: str) -> None:
@@ -284,10 +293,7 @@ def benchmark(session: nox.Session) -> None:
     peak is measured rather than cut off. Results: build/benchmark/.
     """
     install_variant(session, "fork", GPYTORCH, "matplotlib")
-    stock_site = Path(session.virtualenv.location) / "site-stock"
-    shutil.rmtree(stock_site, ignore_errors=True)
-    stock_wheel = build_wheel(session, "stock")
-    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(stock_site), str(stock_wheel))
+    stock_site = install_stock_site(session, Path(session.virtualenv.location) / "site-stock")
     folder = ROOT / "build" / "benchmark"
     shutil.rmtree(folder, ignore_errors=True)
     stock_cap = os.environ.get("LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB", "20")
@@ -400,10 +406,7 @@ def mutants(session: nox.Session) -> None:
     also rewrites the table there; `-- --mutant NAME` runs one)."""
     wheel = install_variant(session, "fork", GPYTORCH, "pytest", "hypothesis", "scipy", "setuptools>=64", "wheel")
     tmp = Path(session.create_tmp()).resolve()  # outside build/: the catchers refuse a linear_operator from there
-    stock_site = tmp / "site-stock"
-    shutil.rmtree(stock_site, ignore_errors=True)
-    stock_wheel = build_wheel(session, "stock")
-    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(stock_site), str(stock_wheel))
+    stock_site = install_stock_site(session, tmp / "site-stock")
     env = {"LINEAR_OPERATOR_FORK_WHEEL": str(wheel), "LINEAR_OPERATOR_FORK_VARIANT": "fork"}
     session.run(
         "python", "-m", "linear_operator_fork", "mutants", "run", "--stock-site", str(stock_site),

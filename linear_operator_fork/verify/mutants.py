@@ -44,6 +44,7 @@ from linear_operator_fork import build, recipe
 from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError
 from linear_operator_fork.verify import records, suites
 from linear_operator_fork.verify.differential import verdict
+from linear_operator_fork.verify.differential.runner import load_outcomes
 
 MUTANTS_DIR = ROOT / "mutants" / "linear_operator"
 OUT_DIR = BUILD_DIR / "mutants"
@@ -187,13 +188,8 @@ def differential_fails(folder: Path, label: str, env: dict[str, str]) -> list[st
     if result.returncode != 0:
         raise ForkError(f"the differential harness did not run on {label}:\n{result.stderr.strip()[-2000:]}")
     meta = json.loads((folder / "cases.json").read_text())
-    stock = records_of(folder / "stock.jsonl")
-    data = verdict.results(meta, stock, records_of(out))
+    data = verdict.results(meta, load_outcomes(folder / "stock.jsonl"), load_outcomes(out))
     return [fail["key"] for fail in data["fails"]]
-
-
-def records_of(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def pytest_failures(command: list[str], cwd: Path, junit: Path, env: dict[str, str]) -> list[str]:
