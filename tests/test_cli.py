@@ -15,8 +15,8 @@ from linear_operator_fork.recipe import ROOT
 def test_every_step_of_the_flow_is_a_subcommand():
     commands = cli.parser()._subparsers._group_actions[0].choices  # noqa: SLF001 - argparse has no public listing
     assert list(commands) == [
-        "pin", "fetch", "checkout", "export", "check", "apply", "tree", "cases", "suite", "differential", "report",
-        "pr", "workflows",
+        "pin", "fetch", "checkout", "export", "check", "apply", "tree", "cases", "suite", "differential", "mutants",
+        "report", "pr", "workflows",
     ]  # fmt: skip
 
 
