@@ -23,6 +23,9 @@ MANY_PRODUCTS, MANY_COLUMNS = 3, 8
 # a Gram matrix, the values): the state an operator keeps between calls must follow. NOISE_STEPS scale the noise.
 REUSE = ("noise", "noise_grad_root", "noise_grad_noise", "weights", "values", "sts_values")
 NOISE_STEPS = (1.0, 3.0, 1.0)
+# The values of L at the calls of the reuse cases that edit them: the second call repeats the first, the values are
+# doubled before the third and halved (exactly back) before the fourth
+VALUE_STEPS = (1.0, 1.0, 2.0, 1.0)
 # derived: an operator made from S by selecting rows, then used: a slice, an index tensor of consecutive rows (a
 # view of the rows), consecutive rows but two neighbours swapped (nearly a range: a test for consecutive rows must
 # look at all of them), an index tensor of any rows, a boolean mask

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from linear_operator_fork.verify.differential.case import NOISE_STEPS, Case, uses_root
+from linear_operator_fork.verify.differential.case import NOISE_STEPS, VALUE_STEPS, Case, uses_root
 from linear_operator_fork.verify.differential.data import NOISE_LOWER_BOUND, Data, rbf, weights
 
 
@@ -405,8 +405,6 @@ def hessian(case: Case, data: Data) -> Reference:
 def reuse(case: Case, data: Data) -> Reference:
     """Each call of a reuse case on its own: the noise d, 3 d, d; the weights d, 3 d, d; the values v, v, 2 v, v."""
     import torch
-
-    from linear_operator_fork.verify.differential.scenarios import VALUE_STEPS
 
     reference = Reference()
     diff = data.exact(data.y) - data.exact_scalar(data.mean)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from linear_operator_fork.verify.data import sparse_class
-from linear_operator_fork.verify.differential.case import NOISE_STEPS, Case
+from linear_operator_fork.verify.differential.case import NOISE_STEPS, VALUE_STEPS, Case
 from linear_operator_fork.verify.differential.data import Data, weights
 
 
@@ -332,11 +332,6 @@ def run_hessian(case: Case, data: Data) -> dict[str, Any]:
 
     d = data.cast(data.d)
     return {"value": objective(d), "hessian": torch.autograd.functional.hessian(objective, d)}
-
-
-# Factors of the values of L at the calls of the reuse cases that edit them: the second call repeats the first, the
-# values are doubled before the third and halved (exactly back) before the fourth
-VALUE_STEPS = (1.0, 1.0, 2.0, 1.0)
 
 
 def run_reuse(case: Case, data: Data) -> dict[str, Any]:
