@@ -52,6 +52,10 @@ OPS: dict[str, tuple[str, ...]] = {
     "reuse": REUSE,
     # selection "+" operation: S[rows] @ X; S[rows].mT @ Y[rows]; inv_quad_logdet of the rows' covariance
     "derived": tuple(f"{kind}+{then}" for kind in SELECTIONS for then in DERIVED_THEN),
+    # an ExactGP whose forward returns LowRankRootLinearOperator(S[rows] @ R), trained rows first, the last
+    # predict_rows(N) rows new: the latent mean and variance of the new rows, in gpytorch's default mode or with
+    # gpytorch.settings.fast_pred_var()
+    "predict": ("default", "fast_pred_var"),
 }
 # Used by the tests of the runner only: never generated
 TEST_OPS: dict[str, tuple[str, ...]] = {"selftest": ("ok", "abort", "sleep", "raise")}
@@ -67,6 +71,13 @@ ROOTS = ("plain", "dense", "kernel_root", "root_operator")
 NOISES = ("gaussian", "fixed", "fixed_learned", "diag_grad")
 CONDS = ("benign", "moderate", "near_singular")
 BATCHES = (0, 2)  # 0: no batch dimension; 2: batch shape (2,)
+# Predictions: a small noise and many rows per inducing point, so that the posterior variance is small against the
+# prior's (where gpytorch's "prior minus explained" variance cancels), with a kernel that is smooth (nearly low rank:
+# a Lanczos root of rank 100 is exact enough) or rough (close to full rank, r up to PREDICT_MAX_n > 100)
+PREDICT_CONDS = ("smooth", "rough")
+PREDICT_ROOTS = ("plain", "dense")
+PREDICT_NOISES = ("gaussian", "fixed", "fixed_learned")  # through a likelihood, as gpytorch predicts
+PREDICT_MAX_N, PREDICT_MAX_n = 10_000, 160
 
 MAX_N, MAX_n, MAX_NNZ = 40, 10, 4
 HESSIAN_MAX_N, HESSIAN_MAX_n = 8, 4  # autograd.functional.hessian: one backward per point
@@ -134,9 +145,14 @@ class Case:
 FIELD_TYPES = {f.name: (int if f.type in ("int", int) else str) for f in fields(Case)}
 
 
+def predict_rows(N: int) -> int:
+    """How many of a prediction case's N rows are new (the last ones): a tenth, at least one."""
+    return max(1, N // 10)
+
+
 def uses_root(op: str, form: str) -> bool:
     """Whether the case builds ``R`` (and so uses ``r``, ``root`` and ``cond``)."""
-    if op in ("inv_quad_logdet", "solve"):
+    if op in ("inv_quad_logdet", "solve", "predict"):
         return True
     if op == "to_dense":
         return form != "sts"
@@ -154,7 +170,7 @@ def edits_values(op: str, form: str) -> bool:
 
 def uses_noise(op: str) -> bool:
     """Whether the case chooses a noise spelling (the reuse and derived cases add a DiagLinearOperator(d))."""
-    return op in ("inv_quad_logdet", "solve")
+    return op in ("inv_quad_logdet", "solve", "predict")
 
 
 def allows_batch(op: str, form: str, noise: str) -> bool:
@@ -198,16 +214,25 @@ def problems(case: Case) -> list[str]:
         if not ok:
             found.append(f"{name}={getattr(case, name)}: {why}")
 
-    check("N", 0 <= case.N <= MAX_N, f"expected 0..{MAX_N}")
-    check("n", 0 <= case.n <= MAX_n, f"expected 0..{MAX_n}")
+    if case.op == "predict":
+        check("N", 2 <= case.N <= PREDICT_MAX_N, f"expected 2..{PREDICT_MAX_N} (training rows and new rows)")
+        check("n", 1 <= case.n <= PREDICT_MAX_n, f"expected 1..{PREDICT_MAX_n}")
+        check("nnz", case.nnz >= 1, "expected at least 1 (rows with entries)")
+        check("root", case.root in PREDICT_ROOTS, f"predictions: expected one of {PREDICT_ROOTS}")
+        check("cond", case.cond in PREDICT_CONDS, f"predictions: expected one of {PREDICT_CONDS}")
+        check("noise", case.noise in PREDICT_NOISES, f"predictions: expected one of {PREDICT_NOISES}")
+    else:
+        check("N", 0 <= case.N <= MAX_N, f"expected 0..{MAX_N}")
+        check("n", 0 <= case.n <= MAX_n, f"expected 0..{MAX_n}")
     check("nnz", 0 <= case.nnz <= min(case.n, MAX_NNZ), f"expected 0..min(n, {MAX_NNZ})")
     check("batch", case.batch in BATCHES, f"expected one of {BATCHES}")
     check("layout", case.layout in LAYOUTS, f"expected one of {LAYOUTS}")
     check("dtype", case.dtype in DTYPES, f"expected one of {DTYPES}")
     check("seed", case.seed >= 0, "expected a non-negative integer")
     if uses_root(case.op, case.form):
-        check("root", case.root in ROOTS, f"expected one of {ROOTS}")
-        check("cond", case.cond in CONDS, f"expected one of {CONDS}")
+        if case.op != "predict":
+            check("root", case.root in ROOTS, f"expected one of {ROOTS}")
+            check("cond", case.cond in CONDS, f"expected one of {CONDS}")
         if case.root == "kernel_root":
             check("r", case.r == case.n, "the root of a kernel has rank n")
         else:

@@ -32,6 +32,10 @@ CONDITIONING = {
     "moderate": Conditioning(lengthscale=0.5, outputscale=2.0, jitter=1e-5, noise=0.03, duplicates=False),
     # K nearly rank one (lengthscale 3 × the spread) with near-duplicate points, small jitter and small noise
     "near_singular": Conditioning(lengthscale=3.0, outputscale=5.0, jitter=1e-6, noise=1e-3, duplicates=True),
+    # predictions (case.PREDICT_CONDS): a small noise; a smooth kernel (lengthscale about 4 point spacings at n=160)
+    # and a rough one (about half a spacing: K close to full rank)
+    "smooth": Conditioning(lengthscale=0.3, outputscale=1.0, jitter=1e-4, noise=1e-2, duplicates=False),
+    "rough": Conditioning(lengthscale=0.04, outputscale=1.0, jitter=1e-4, noise=1e-2, duplicates=False),
 }
 
 

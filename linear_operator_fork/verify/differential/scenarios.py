@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from linear_operator_fork.verify.catalogue import THREAD_SPARSE_CLASS
 from linear_operator_fork.verify.data import sparse_class
-from linear_operator_fork.verify.differential.case import NOISE_STEPS, VALUE_STEPS, Case
+from linear_operator_fork.verify.differential.case import NOISE_STEPS, VALUE_STEPS, Case, predict_rows
 from linear_operator_fork.verify.differential.data import Data, weights
 
 
@@ -29,6 +30,7 @@ def run(case: Case, data: Data) -> dict[str, Any]:
         "bad": run_bad,
         "reuse": run_reuse,
         "derived": run_derived,
+        "predict": run_predict,
         "selftest": run_selftest,
     }
     return runners[case.op](case, data)
@@ -106,7 +108,8 @@ def spelled_root(case: Case, data: Data, S: Any, R: Any, kernel: Any) -> tuple[A
     return U, covariance
 
 
-def make_likelihood(case: Case, data: Data, leaves: dict[str, Any]) -> Any:
+def make_likelihood(case: Case, data: Data, leaves: dict[str, Any], rows: int | None = None) -> Any:
+    """The case's likelihood; a fixed noise for the first ``rows`` rows only (default: all)."""
     import gpytorch
 
     if case.noise == "gaussian":
@@ -116,7 +119,7 @@ def make_likelihood(case: Case, data: Data, leaves: dict[str, Any]) -> Any:
         return likelihood
     learned = case.noise == "fixed_learned"
     likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(
-        noise=data.cast(data.d), learn_additional_noise=learned
+        noise=data.cast(data.d)[..., :rows], learn_additional_noise=learned
     ).to(data.dtype)
     if learned:
         fill(likelihood.second_noise_covar.raw_noise, data.raw_noise)
@@ -395,6 +398,45 @@ def run_derived(case: Case, data: Data) -> dict[str, Any]:
     diff = (data.cast(data.y)[rows] - data.mean).unsqueeze(-1)
     inv_quad, logdet = (covariance + DiagLinearOperator(data.cast(data.d)[rows])).inv_quad_logdet(diff, logdet=True)
     return {"inv_quad": inv_quad, "logdet": logdet, **gradients(inv_quad.sum() + logdet.sum(), leaves)}
+
+
+def run_predict(case: Case, data: Data) -> dict[str, Any]:
+    """An ExactGP on the first rows (its inputs: row indices), with fixed parameters; in eval mode, the latent mean and
+    variance of the last ``predict_rows(N)`` rows, in gpytorch's default mode or with ``fast_pred_var()``.
+
+    The variance is the diagonal of the predictive covariance as linear_operator computes it, before
+    ``MultivariateNormal.variance`` clamps it at gpytorch's ``min_variance``: the clamp would hide how far a
+    negative variance is from the truth (and make it look closer than a positive one as wrong)."""
+    import gpytorch
+    import torch
+    from linear_operator.operators import DenseLinearOperator, LowRankRootLinearOperator
+
+    train = case.N - predict_rows(case.N)
+    S_all = sparse_operator(data.sparse()[0])
+    R = data.cast(data.R)
+    # Stock's sparse class (the PR #120 thread's) cannot select rows of S @ DenseLinearOperator(R): stock predicts
+    # with the dense N x r root its users have, which the fork's result is compared with
+    plain = case.root == "plain" or sparse_class()[1] == THREAD_SPARSE_CLASS
+    root = R if plain else DenseLinearOperator(R)
+    likelihood = make_likelihood(case, data, {}, rows=train)
+    train_x = torch.arange(train, dtype=data.dtype).unsqueeze(-1)
+
+    class RowsGP(gpytorch.models.ExactGP):
+        def __init__(self) -> None:
+            super().__init__(train_x, data.cast(data.y)[:train], likelihood)
+            self.mean_module = gpytorch.means.ConstantMean()
+
+        def forward(self, x: Any) -> Any:
+            S = S_all[x.squeeze(-1).long()]
+            return gpytorch.distributions.MultivariateNormal(self.mean_module(x), LowRankRootLinearOperator(S @ root))
+
+    model = RowsGP().to(data.dtype)
+    fill(model.mean_module.raw_constant, data.mean)
+    model.eval()
+    new_x = torch.arange(train, case.N, dtype=data.dtype).unsqueeze(-1)
+    with torch.no_grad(), gpytorch.settings.fast_pred_var(case.form == "fast_pred_var"):
+        prediction = model(new_x)
+        return {"mean": prediction.mean, "variance": prediction.lazy_covariance_matrix.diagonal()}
 
 
 def run_selftest(case: Case, data: Data) -> dict[str, Any]:

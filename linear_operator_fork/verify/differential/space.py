@@ -29,12 +29,17 @@ from linear_operator_fork.verify.differential.case import (
     NOISES,
     NONE,
     OPS,
+    PREDICT_CONDS,
+    PREDICT_MAX_N,
+    PREDICT_NOISES,
+    PREDICT_ROOTS,
     REUSE,
     ROOTS,
     SELECTIONS,
     Case,
     HESSIAN_MAX_n,
     MAX_n,
+    PREDICT_MAX_n,
     allows_batch,
     edits_values,
     uses_noise,
@@ -86,22 +91,26 @@ def build(
 
     op = pick("op", ops)
     form = pick("form", [f for f in OPS[op] if form_allowed(op, f, fixed)])
-    hessian = form == "hessian_noise"
-    N = size("N", 1 if form in ("mll", "oob_index", "hessian_noise") else 0, HESSIAN_MAX_N if hessian else MAX_N)
-    n = size("n", 1 if form == "oob_index" else 0, HESSIAN_MAX_n if hessian else MAX_n)
-    nnz = pick("nnz", range(1 if form == "oob_index" else 0, min(n, MAX_NNZ) + 1))
+    hessian, predict = form == "hessian_noise", op == "predict"
+    if predict:
+        N, n = size("N", 2, PREDICT_MAX_N), size("n", 1, PREDICT_MAX_n)
+    else:
+        N = size("N", 1 if form in ("mll", "oob_index", "hessian_noise") else 0, HESSIAN_MAX_N if hessian else MAX_N)
+        n = size("n", 1 if form == "oob_index" else 0, HESSIAN_MAX_n if hessian else MAX_n)
+    nnz = pick("nnz", range(1 if form == "oob_index" or predict else 0, min(n, MAX_NNZ) + 1))
     edits = edits_values(op, form)
     layouts = tuple(x for x in LAYOUT_CHOICES if x in INPLACE_LAYOUTS) if edits else LAYOUT_CHOICES
     layout = pick("layout", ("csc",) if form == "csc_leaf_grad" else layouts)
     dtype = pick("dtype", DTYPES)
     root, cond, r, noise = NONE, NONE, 0, NONE
     if uses_root(op, form):
-        root = pick("root", ROOTS)
-        cond = pick("cond", conds)
+        root = pick("root", PREDICT_ROOTS if predict else ROOTS)
+        cond = pick("cond", PREDICT_CONDS if predict else conds)
         r = n if root == "kernel_root" or n == 0 else pick("r", range(1, n + 1))  # a kernel's root has rank n
     if uses_noise(op):
         batched = fixed.get("batch", 0) != 0
-        noise = pick("noise", ("diag_grad",) if batched else NOISES if form != "mll" else NOISES[:-1])
+        noises = PREDICT_NOISES if predict else NOISES if form != "mll" else NOISES[:-1]
+        noise = pick("noise", ("diag_grad",) if batched else noises)
     batch = pick("batch", BATCH_CHOICES if allows_batch(op, form, noise) else (0,))
     seed = pick("seed", range(MAX_SEED + 1))
     return validate(Case(op, form, N, n, r, nnz, batch, layout, dtype, root, noise, cond, seed))
@@ -131,7 +140,7 @@ def corner_specs() -> list[dict[str, Any]]:
         specs += [{"op": op, "form": form, "root": root} for root in ROOTS]
     specs += [{"op": "bad", "form": "hessian_noise", "root": root} for root in ROOTS]
     for dim in ("N", "n"):
-        specs += [{"op": op, dim: 0} for op in OPS]
+        specs += [{"op": op, dim: 0} for op in OPS if op != "predict"]  # (a prediction needs rows and points)
     specs += [{"op": op, "layout": layout} for op in OPS for layout in LAYOUTS if op not in ("bad", "inplace")]
     specs += [{"op": "inplace", "layout": layout} for layout in INPLACE_LAYOUTS]
     bad_forms = [form for form in OPS["bad"] if form != "csc_leaf_grad"]  # (a CSC leaf is CSC)
@@ -157,6 +166,20 @@ def corner_specs() -> list[dict[str, Any]]:
         for selection in SELECTIONS
         for then in ("matmul", "mT_matmul", "inv_quad_logdet")
         for layout in ("coo", "csr")
+    ]
+    # Predictions: both modes in each conditioning and dtype, each noise and root spelling, each layout; and the
+    # largest size, where the cancellation of the default modes shows most
+    specs += [
+        {"op": "predict", "form": form, "cond": cond, "dtype": dtype}
+        for form in OPS["predict"]
+        for cond in PREDICT_CONDS
+        for dtype in DTYPES
+    ]
+    specs += [{"op": "predict", "noise": noise, "root": root} for noise in PREDICT_NOISES for root in PREDICT_ROOTS]
+    specs += [
+        {"op": "predict", "form": form, "N": PREDICT_MAX_N, "n": PREDICT_MAX_n, "dtype": "float32", "cond": cond}
+        for form in OPS["predict"]
+        for cond in PREDICT_CONDS
     ]
     return specs
 

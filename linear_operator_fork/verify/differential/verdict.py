@@ -47,6 +47,10 @@ README_BEGIN, README_END = "<!-- differential:begin -->", "<!-- differential:end
 # a STOCK_FLOOR-th of the output's tolerance; see stock_bound)
 STOCK_FACTOR = 10.0
 STOCK_FLOOR = 100.0
+# Predictions through gpytorch's strategies: how much further than stock the fork may be, in units of tolerance
+# (prediction_verdict). Measured on 324 generated prediction cases (seed 7; stock 0.6.1 with the dense root against
+# build 14 with the lazy one): the fork up to 7.6 times as far as stock, stock up to 10.7 times as far as the fork.
+PREDICTION_FACTOR = 20.0
 
 
 def replay_command(key: str) -> str:
@@ -106,12 +110,34 @@ def error_of(record: dict[str, Any]) -> float:
     return math.inf if value is None else value
 
 
+def prediction_verdict(stock: dict[str, Any], fork: dict[str, Any]) -> tuple[str, str]:
+    """A prediction through gpytorch's own strategies, where both variants computed numbers: the fork's error (in
+    units of tolerance) may exceed stock's by PREDICTION_FACTOR, not more (or the tolerance, where stock is within
+    it). Those strategies subtract ("prior minus explained"): their results amplify the rounding of each
+    variant's solve, and how close each lands is luck at that scale, not accuracy (cases.py's case c shows one)."""
+    fork_score, stock_score = error_of(fork), error_of(stock)
+    bound = PREDICTION_FACTOR * max(stock_score, 1.0)
+    if fork_score <= bound:
+        if fork_score <= 1 and stock_score <= 1:
+            return PASS, ""
+        if fork_score <= 1:
+            return BETTER, f"stock {stock['status']}: {stock.get('message', '')}"
+        return NO_WORSE, f"fork {fork_score:.3g}, stock {stock_score:.3g} x tolerance (gpytorch's strategy subtracts)"
+    return FAIL, (
+        f"fork is more than {PREDICTION_FACTOR:g} x as far from the reference as stock ({fork_score:.3g} against "
+        f"{stock_score:.3g} x tolerance): {fork.get('message', '')}"
+    )
+
+
 def case_verdict(stock: dict[str, Any] | None, fork: dict[str, Any] | None) -> tuple[str, str]:
     """``(verdict, reason)`` of one case from its stock and fork outcome records (either may be missing)."""
     if fork is None:
         return FAIL, "no fork outcome (did the fork's run finish?)"
     if fork["status"] == "invalid" or (stock or {}).get("status") == "invalid":
         return INVALID, f"the reference failed: {(fork if fork['status'] == 'invalid' else stock)['message']}"
+    numbers = ("ok", "inaccurate")
+    if from_key(fork["key"]).op == "predict" and stock and {fork["status"], stock["status"]} <= set(numbers):
+        return prediction_verdict(stock, fork)
     s_status = stock["status"] if stock else "missing"
     f_status, f_message = fork["status"], fork.get("message", "")
     if f_status == "wrong":
