@@ -131,6 +131,20 @@ def test_prediction_verdict_compares_with_stock_up_to_the_factor(stock_score, fo
     assert verdict.case_verdict({**record("error"), "key": PREDICT_KEY}, numbers(300.0))[0] == verdict.FAIL
 
 
+def test_the_strategy_variant_is_judged_alone_on_the_prediction_cases():
+    keys = [KEY, PREDICT_KEY, PREDICT_KEY.replace("seed=1", "seed=2")]
+    ok = {**record("ok", [1.0, 0.0]), "key": PREDICT_KEY}
+    off = {**record("inaccurate", [1.2, 0.0]), "key": keys[2], "message": "variance: off"}
+    found = verdict.strategy_results(keys, [ok, off])
+    assert (found["cases"], found["ok"]) == (2, 1)  # (the solve case is not a prediction)
+    assert [fail["key"] for fail in found["fails"]] == [keys[2]] and "variance: off" in found["fails"][0]["reason"]
+    assert verdict.strategy_results(keys, [ok])["fails"][0]["reason"].endswith("no outcome")
+    meta = {"cases": keys, "seed": 1}
+    data = verdict.results(meta, [OK_NUMBERS, ok, off], [OK_NUMBERS, ok, off], [ok, off])
+    assert keys[2] in [fail["key"] for fail in data["fails"]] and data["strategy"]["worst_score"] > 1
+    assert "1 of 2 prediction cases within the tolerance" in verdict.markdown(data)
+
+
 def test_the_floor_follows_the_tolerance():
     """Below a hundredth of an output's tolerance, the fork is not held to stock's (luckier) rounding."""
     loose = {**REFERENCE, "x": {**REFERENCE["x"], "tolerance": 1e-1}}

@@ -74,6 +74,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from linear_operator_fork.verify.differential import runner
 
     keys = load_cases_file(args.cases or args.dir / "cases.json")["cases"]
+    if args.ops:
+        from linear_operator_fork.verify.differential.case import OPS, from_key
+
+        wanted = set(args.ops.split(","))
+        if wanted - set(OPS):
+            raise ForkError(f"--ops {args.ops}: unknown operation(s) {sorted(wanted - set(OPS))}; known: {list(OPS)}")
+        keys = [key for key in keys if from_key(key).op in wanted]
     out = args.out or args.dir / f"{args.variant}.jsonl"
     try:
         runner.run(keys, args.variant, out, timeout=args.timeout, python=args.python)
@@ -97,10 +104,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ForkError(f"no {path}: run `python -m linear_operator_fork differential run --variant "
                              f"{variant}` (or nox -s differential)")  # fmt: skip
         outcomes[variant] = load_outcomes(path)
-    data = verdict.results(meta, outcomes["stock"], outcomes["fork"])
+    strategy_path = args.dir / f"{verdict.STRATEGY}.jsonl"
+    strategy = load_outcomes(strategy_path) if strategy_path.exists() else None
+    data = verdict.results(meta, outcomes["stock"], outcomes["fork"], strategy)
     results_path, report_path = verdict.write(args.dir, data)
     print(verdict.variants_line(data))
     print("\n".join(verdict.summary_table(data)))
+    if data.get("strategy"):
+        print(verdict.strategy_line(data["strategy"]))
     for fail in data["fails"]:
         print(f"FAIL {fail['key']}\n     {fail['reason'][:200]}\n     replay: {fail['replay']}")
     if args.readme:
@@ -181,7 +192,10 @@ def add_arguments(commands: Any) -> None:
     run = sub.add_parser(
         "run", parents=[common], help="run every case on the installed linear_operator, one JSON line each"
     )
-    run.add_argument("--variant", required=True, help="label of the linear_operator under test: stock or fork")
+    run.add_argument(
+        "--variant", required=True, help="what is under test: stock, fork, or gpytorch-fork (with --ops predict)"
+    )
+    run.add_argument("--ops", help="only the cases of these operations (comma-separated, e.g. predict)")
     run.add_argument("--cases", type=Path, help="the cases file (default DIR/cases.json)")
     run.add_argument("--out", type=Path, help="the outcomes (default DIR/VARIANT.jsonl)")
     run.add_argument("--timeout", type=float, default=60.0, help="seconds per case (default %(default)s)")

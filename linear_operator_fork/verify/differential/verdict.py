@@ -221,8 +221,44 @@ def variant_info(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def results(meta: dict[str, Any], stock: list[dict[str, Any]], fork: list[dict[str, Any]]) -> dict[str, Any]:
-    """The content of ``results.json``."""
+# The prediction cases run a third time on the fork with gpytorch's patched prediction strategy (the variant
+# "gpytorch-fork", gpytorch.jsonl): a strategy that does not subtract has no excuse, so each of its predictions must
+# be within the tolerance on its own (no comparison with stock)
+STRATEGY = "gpytorch-fork"
+
+
+def strategy_results(keys: list[str], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The prediction cases on the patched gpytorch: counts, the worst score, and a FAIL per case off the reference."""
+    by_key = {record["key"]: record for record in records}
+    wanted = [key for key in keys if from_key(key).op == "predict"]
+    fails = []
+    for key in wanted:
+        record = by_key.get(key)
+        if record is None or record["status"] != "ok":
+            reason = "no outcome" if record is None else f"{record['status']}: {record.get('message', '')}"
+            fails.append({"key": key, "reason": f"{STRATEGY}: {reason}", "cause": f"predict/{STRATEGY}: off",
+                          "replay": replay_command(key)})  # fmt: skip
+    scores = [by_key[key].get("score") or 0.0 for key in wanted if key in by_key]
+    return {"variant": variant_info(records), "cases": len(wanted), "ok": len(wanted) - len(fails),
+            "worst_score": max(scores, default=0.0), "fails": fails}  # fmt: skip
+
+
+def strategy_line(strategy: dict[str, Any]) -> str:
+    info = strategy["variant"]
+    return (
+        f"{STRATEGY} (gpytorch {info.get('gpytorch', '?')}, linear_operator {info.get('version', '?')}): "
+        f"{strategy['ok']} of {strategy['cases']} prediction cases within the tolerance (worst: "
+        f"{strategy['worst_score']:.3g} x tolerance), {len(strategy['fails'])} FAILs"
+    )
+
+
+def results(
+    meta: dict[str, Any],
+    stock: list[dict[str, Any]],
+    fork: list[dict[str, Any]],
+    strategy: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The content of ``results.json`` (with ``strategy``: the prediction cases on the patched gpytorch too)."""
     rows = evaluate_run(meta["cases"], stock, fork)
     by_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
@@ -233,8 +269,12 @@ def results(meta: dict[str, Any], stock: list[dict[str, Any]], fork: list[dict[s
         for row in rows
         if row["verdict"] in (FAIL, INVALID)
     ]  # fmt: skip
+    strategy_data = strategy_results(meta["cases"], strategy) if strategy is not None else None
+    if strategy_data:
+        fails += strategy_data["fails"]
     return {
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "strategy": strategy_data,
         "cases_file": {name: value for name, value in meta.items() if name != "cases"},
         "variants": {"stock": variant_info(stock), "fork": variant_info(fork)},
         "summary": summarise(rows),
@@ -331,6 +371,11 @@ def markdown(data: dict[str, Any], limit: int = 200) -> str:
     seconds = data["seconds"]
     lines += [f"Time in the cases themselves: stock {seconds['stock']:.1f} s, fork {seconds['fork']:.1f} s.", ""]
     lines += ["## Summary", "", *summary_table(data), ""]
+    if data.get("strategy"):
+        strategy = data["strategy"]
+        lines += ["## gpytorch's prediction strategy (patched gpytorch)", "", strategy_line(strategy) + ".", ""]
+        lines += [f"- FAIL `{fail['key']}`: {fail['reason'][:300]}" for fail in strategy["fails"][:limit]]
+        lines += [""] if strategy["fails"] else []
     fails = [row for row in rows if row["verdict"] in (FAIL, INVALID)]
     lines += ["## Fork FAILs by cause", ""]
     lines += cause_table(grouped(rows, (FAIL, INVALID), "fork")) if fails else ["None: the fork regresses nowhere."]
@@ -376,6 +421,7 @@ def readme_lines(data: dict[str, Any]) -> list[str]:
         f"{variants_line(data)}.",
         "",
         *summary_table(data),
+        *([""] + [strategy_line(data["strategy"]) + "."] if data.get("strategy") else []),
     ]
 
 
