@@ -329,7 +329,10 @@ def describe(
     suites = [r for r in records if record_files.is_suite(r) and (not gpytorch or r["case"] == "gpytorch-suite")]
     if suites:
         where = " (`gpytorch-fork`: this stack on the fork's linear_operator)" if gpytorch else ""
-        out += [f"Test suites on the whole stack{where}:", "", *report.suites_table(suites), ""]
+        out += [f"Test suites on the whole stack{where}:", ""]
+        if gpytorch and stale:
+            out += [f"**Measured on {', '.join(stale)}; the stack is {rec.fork_version}.**", ""]
+        out += [*report.suites_table(suites), ""]
     out += [
         "## How to reproduce",
         "",
