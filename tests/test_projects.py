@@ -292,6 +292,7 @@ def test_backend_without_the_repository_says_how_to_install(tmp_path):
         message = str(info.value)
         assert "fork.toml" in message and str(tmp_path) in message
         assert "install it from a clone" in message and "git+URL#subdirectory=packages/gpytorch" in message
+        assert "--use-feature=in-tree-build" in message  # what pip 21.1 and 21.2 need for a local folder
     (tmp_path / "fork.toml").write_text("")  # a fork.toml alone is not the repository either
     with pytest.raises(backend.RepositoryNotFound):
         backend.repository_root(alone)

@@ -26,8 +26,9 @@ def repository_root(here: Path = HERE) -> Path:
         raise RepositoryNotFound(
             f"{here} is not inside a clone of linear_operator_fork: fork.toml and linear_operator_fork/ are not at "
             f"{root}. The patched gpytorch builds from the whole repository: install it from a clone "
-            "(pip install <clone>/packages/gpytorch, with pip >= 21.3, which builds in place) or from the git URL "
-            'of the whole repository (pip install "git+URL#subdirectory=packages/gpytorch").'
+            "(pip install <clone>/packages/gpytorch, with pip >= 21.3, which builds in place; pip 21.1 and 21.2 copy "
+            "the folder alone unless given --use-feature=in-tree-build) or from the git URL of the whole repository "
+            '(pip install "git+URL#subdirectory=packages/gpytorch").'
         )
     return root
 
