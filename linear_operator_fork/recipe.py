@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "fork.toml"
@@ -161,7 +162,7 @@ def _table(path: Path, data: dict, key: str, prefix: str) -> dict:
     return value
 
 
-def _value(path: Path, data: dict, key: str, prefix: str):
+def _value(path: Path, data: dict, key: str, prefix: str) -> Any:
     """``data[key]``, or a ForkError naming the missing key as fork.toml spells it (``downstream.build.number``)."""
     try:
         return data[key]
