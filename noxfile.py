@@ -2,7 +2,8 @@
 
 Every session that runs code against linear_operator installs a *variant* (``stock``: the
 pinned upstream release from the package index; ``fork``: the wheel built from this
-repository) into its own fresh virtual environment: no source tree is ever put on sys.path.
+repository; for gpytorch's suite also ``gpytorch-fork``: the fork's wheel and the patched gpytorch's,
+built from ``packages/gpytorch``) into its own fresh virtual environment: no source tree is ever put on sys.path.
 
 Environment:
 - ``LINEAR_OPERATOR_FORK_TORCH``: torch requirement (default ``torch==2.13.0``; on GitHub the CPU
@@ -45,7 +46,11 @@ DIFFERENTIAL = ROOT / "build" / "differential"
 RECIPE = fork_recipe.load()
 TORCH = os.environ.get("LINEAR_OPERATOR_FORK_TORCH", "torch==2.13.0")
 GPYTORCH = f"{RECIPE.downstream.name}=={RECIPE.downstream.version}"  # the pinned downstream (fork.toml)
+GPYTORCH_PROJECT = RECIPE.downstream  # gpytorch, also a patched upstream: its series and build number
+GPYTORCH_PACKAGE = Path("packages") / "gpytorch"  # its PEP 517 entry point, in this repository
 VARIANTS = ["stock", "fork"]
+WHEELS = [*VARIANTS, "gpytorch-fork"]  # what dist/ holds: stock's and the fork's linear_operator, the patched gpytorch
+BOTH_FORKS = (GPYTORCH_PROJECT.fork_version, RECIPE.fork_version)  # gpytorch's and linear_operator's, installed
 RUFF = "ruff==0.17.6"
 STOCK = os.environ.get("LINEAR_OPERATOR_FORK_STOCK", RECIPE.version)  # stock release under comparison
 STOCK_CASE_C = os.environ.get("LINEAR_OPERATOR_FORK_STOCK_CASE_C", RECIPE.thread_release)  # for case c
@@ -56,19 +61,21 @@ DEVICES = os.environ.get("LINEAR_OPERATOR_FORK_DEVICES", "cpu,cuda").split(",")
 def current_wheel(variant: str) -> Path | None:
     """The wheel already in ``dist/<variant>/`` if it is exactly what a build would give now, else None.
 
-    Stock: the wheel of the selected release. Fork: the wheel of the current build number whose generated
-    version file (which records the upstream archive and every patch's sha256) matches the series now.
+    Stock: the wheel of the selected release. Fork (and gpytorch-fork, the patched gpytorch): the wheel of the
+    current build number whose generated version file (which records the upstream archive and every patch's sha256)
+    matches the series now.
     """
     if variant == "stock":
         wheels = sorted((DIST / variant).glob(f"linear_operator-{STOCK}-*.whl"))
         return wheels[0] if len(wheels) == 1 else None
-    wheels = sorted((DIST / variant).glob(f"linear_operator-{RECIPE.fork_version}-*.whl"))
+    project = GPYTORCH_PROJECT if variant == "gpytorch-fork" else RECIPE
+    wheels = sorted((DIST / variant).glob(f"{project.name}-{project.fork_version}-*.whl"))
     if len(wheels) != 1:
         return None
-    patches = fork_series.read_series(RECIPE.series_file, RECIPE.patches_dir)
+    patches = fork_series.read_series(project.series_file, project.patches_dir)
     with zipfile.ZipFile(wheels[0]) as wheel:
-        built = wheel.read(fork_build.VERSION_FILE).decode()
-    return wheels[0] if built == fork_build.version_module(RECIPE, patches) else None
+        built = wheel.read(project.version_file).decode()
+    return wheels[0] if built == fork_build.version_module(project, patches) else None
 
 
 def build_wheel(session: nox.Session, variant: str, reuse: bool = True) -> Path:
@@ -77,8 +84,8 @@ def build_wheel(session: nox.Session, variant: str, reuse: bool = True) -> Path:
     With ``reuse``, a wheel already there that matches the current pin and series is used as it is, so that
     the sessions of one ``verify`` build the fork once.
     """
-    if variant not in VARIANTS:
-        session.error(f"unknown variant {variant!r}: expected one of {VARIANTS}")
+    if variant not in WHEELS:
+        session.error(f"unknown variant {variant!r}: expected one of {WHEELS}")
     existing = current_wheel(variant) if reuse else None
     if existing is not None:
         session.log(f"{variant} wheel: {existing.name} (already built for this pin and series)")
@@ -88,12 +95,16 @@ def build_wheel(session: nox.Session, variant: str, reuse: bool = True) -> Path:
     target.mkdir(parents=True)
     if variant == "fork":
         session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), str(ROOT))
+    elif variant == "gpytorch-fork":
+        package = str(ROOT / GPYTORCH_PACKAGE)
+        session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), package)
     elif variant == "stock":
         requirement = f"{RECIPE.name}=={STOCK}"
         session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), requirement)
-    wheels = sorted(target.glob("linear_operator-*.whl"))
+    name = GPYTORCH_PROJECT.name if variant == "gpytorch-fork" else RECIPE.name
+    wheels = sorted(target.glob(f"{name}-*.whl"))
     if len(wheels) != 1:
-        session.error(f"expected one linear_operator wheel in {target}, found {[w.name for w in wheels]}")
+        session.error(f"expected one {name} wheel in {target}, found {[w.name for w in wheels]}")
     session.log(f"{variant} wheel: {wheels[0].name}")
     return wheels[0]
 
@@ -120,9 +131,9 @@ def install_stock_site(session: nox.Session, site: Path) -> Path:
 
 
 @nox.session
-@nox.parametrize("variant", VARIANTS)
+@nox.parametrize("variant", WHEELS)
 def build(session: nox.Session, variant: str) -> None:
-    """Build the fork's wheel, or fetch stock's, into dist/<variant>/."""
+    """Build the fork's wheel (gpytorch-fork: the patched gpytorch's), or fetch stock's, into dist/<variant>/."""
     session.install("pip>=23")
     build_wheel(session, variant, reuse=False)
 
@@ -139,6 +150,10 @@ def install(session: nox.Session, pip: str) -> None:
     """A user's install, as on a fresh machine: this checkout copied without build/ (its tracked and untracked,
     not ignored files), a fresh venv with the selected pip, then `pip install <copy>` and
     `pip install git+file://<copy>`; each must give linear_operator <version>+fork.N, with the sdist fetched by pip.
+    Then the patched gpytorch the same two ways, `pip install <copy>/packages/gpytorch` and
+    `pip install "git+file://<copy>#subdirectory=packages/gpytorch"`: gpytorch <version>+fork.N next to the fork.
+    A pip older than 21.3 copies a local folder before building it, without the repository around it: there the local
+    form must fail with the backend's message, and work with `--use-feature=in-tree-build`.
     """
     session.install(TORCH)  # first, so that pip does not pull torch's default (CUDA) build as a dependency
     if pip == "newest":
@@ -160,11 +175,35 @@ def install(session: nox.Session, pip: str) -> None:
         "import sys, linear_operator as lo; print('linear_operator', lo.__version__, 'from', lo.__file__); "
         f"sys.exit(None if lo.__version__ == {RECIPE.fork_version!r} else 'expected {RECIPE.fork_version}')"
     )
-    for source in (str(copy), f"git+{copy.as_uri()}"):
+    both = (
+        "import sys, gpytorch, gpytorch.version as v, linear_operator as lo; "
+        "print(gpytorch.__version__, v.fork_provenance); print('gpytorch from', gpytorch.__file__); "
+        f"sys.exit(None if (gpytorch.__version__, lo.__version__) == {BOTH_FORKS!r}"
+        f" else 'expected gpytorch {BOTH_FORKS[0]} on linear_operator {BOTH_FORKS[1]}')"
+    )
+    pip_version = str(session.run("python", "-c", "import pip; print(pip.__version__)", silent=True)).strip()
+    copies_local_folders = tuple(int(part) for part in pip_version.split(".")[:2]) < (21, 3)
+    gpytorch_package = copy / GPYTORCH_PACKAGE
+    forms = [
+        (str(copy), str(gpytorch_package)),
+        (f"git+{copy.as_uri()}", f"git+{copy.as_uri()}#subdirectory={GPYTORCH_PACKAGE.as_posix()}"),
+    ]
+    for source, gpytorch_source in forms:
         session.log(f"pip install {source}")
         session.run("python", "-m", "pip", "install", "--no-cache-dir", source, env=env)
         session.run("python", "-c", probe, env=env)
-        session.run("python", "-m", "pip", "uninstall", "--yes", RECIPE.name)
+        session.log(f"pip install {gpytorch_source}")
+        extra = []
+        if copies_local_folders and not gpytorch_source.startswith("git+"):
+            output = session.run("python", "-m", "pip", "install", "--no-cache-dir", gpytorch_source, env=env,
+                                 success_codes=[1], silent=True)  # fmt: skip
+            if "install it from a clone" not in str(output):
+                session.error(f"pip {pip_version} on {gpytorch_source}: not the backend's message:\n{output}")
+            session.log(f"pip {pip_version} copies {gpytorch_source} alone: refused, as documented; in place now")
+            extra = ["--use-feature=in-tree-build"]
+        session.run("python", "-m", "pip", "install", "--no-cache-dir", *extra, gpytorch_source, env=env)
+        session.run("python", "-c", both, env=env)
+        session.run("python", "-m", "pip", "uninstall", "--yes", GPYTORCH_PROJECT.name, RECIPE.name)
 
 
 def copy_checkout(destination: Path) -> None:
@@ -200,7 +239,8 @@ def examples(session: nox.Session) -> None:
 
 @nox.session
 def patches(session: nox.Session) -> None:
-    """The series applies to the pinned release without fuzz and exports identically; the mutants apply to it."""
+    """Each series (linear_operator's and gpytorch's) applies to its pinned release without fuzz and exports
+    identically; the mutants apply to linear_operator's."""
     session.install("tomli; python_version < '3.11'")
     session.run("python", "-m", "linear_operator_fork", "check")
     session.run("python", "-m", "linear_operator_fork", "mutants", "check")
@@ -243,11 +283,23 @@ def upstream(session: nox.Session, variant: str) -> None:
 
 
 @nox.session
-@nox.parametrize("variant", VARIANTS)
+@nox.parametrize("variant", [*VARIANTS, "gpytorch-fork"])
 def gpytorch(session: nox.Session, variant: str) -> None:
-    """gpytorch's test suite (test/ of its pinned sdist) against the variant."""
-    install_variant(session, variant, GPYTORCH, "pytest")
-    run_suite(session, "gpytorch-suite", variant, fork_sdist.pristine_tree(RECIPE.downstream) / "test")
+    """gpytorch's test suite (test/ of its pinned sdist) against the variant; gpytorch-fork: the patched gpytorch's
+    wheel on the fork's linear_operator, running the patched gpytorch tree's test/ (with its patches' tests)."""
+    if variant != "gpytorch-fork":
+        install_variant(session, variant, GPYTORCH, "pytest")
+        run_suite(session, "gpytorch-suite", variant, fork_sdist.pristine_tree(GPYTORCH_PROJECT) / "test")
+        return
+    patched = build_wheel(session, "gpytorch-fork")
+    install_variant(session, "fork", str(patched), "pytest")
+    probe = (
+        "import sys, gpytorch, linear_operator as lo; "
+        "print('gpytorch', gpytorch.__version__, 'from', gpytorch.__file__); "
+        f"sys.exit(None if (gpytorch.__version__, lo.__version__) == {BOTH_FORKS!r} else 'not the two forks')"
+    )
+    session.run("python", "-c", probe)
+    run_suite(session, "gpytorch-suite", variant, fork_build.patched_tree(GPYTORCH_PROJECT) / "test")
 
 
 def run_suite(session: nox.Session, suite: str, variant: str, tests_dir: Path) -> None:
@@ -330,6 +382,7 @@ def verify(session: nox.Session) -> None:
     """The main job: suites, large-M cases and differential cases on stock and fork, then the side-by-side report."""
     shutil.rmtree(VERIFY / "records", ignore_errors=True)
     queued = [f"{name}(variant='{variant}')" for name in ("upstream", "gpytorch", "cases") for variant in VARIANTS]
+    queued.insert(queued.index("gpytorch(variant='fork')") + 1, "gpytorch(variant='gpytorch-fork')")
     for name in queued:
         session.notify(name)
     notify_differential(session, [])  # report reads build/differential/results.json: a fork FAIL fails verify too
@@ -337,7 +390,7 @@ def verify(session: nox.Session) -> None:
     # (nox names each session as it starts; the cases print each case as they run it)
     session.log(
         f"verify: {len(queued) + 5} sessions queued: {', '.join(queued)}, the differential harness (4 sessions), "
-        "report; about 25 minutes on a 2-core machine, most of it in gpytorch's suite and the stock cases"
+        "report; about 28 minutes on a 2-core machine, most of it in gpytorch's suites and the stock cases"
     )
 
 
@@ -430,15 +483,31 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def pr(session: nox.Session) -> None:
-    """build/pr/: the series as branch + bundle, PR_DESCRIPTION.md from the last verify, upstream's lint (lint.txt).
+    """build/pr/: each stack as branches + bundles, PR_DESCRIPTION.md from the last verify, upstream's lint (lint.txt):
+    linear_operator's, then gpytorch's (build/pr/gpytorch/, with gpytorch's lint at its pins).
 
-    nox -s pr [-- --upstream-git URL --ref REF]   (default base: the pinned release's sdist, offline)
+    nox -s pr [-- --upstream-git URL --ref REF]   (linear_operator's base; gpytorch's stack stays on its sdist)
     nox -s pr -- --lint-only                      (upstream's flake8/ufmt on the patched files alone: build/pr-lint/)
+    nox -s pr -- --project gpytorch [...]         (one project only, with all the arguments)
     """
     from linear_operator_fork import pr as fork_pr
 
-    session.install(*fork_pr.LINT_REQUIREMENTS, "tomli; python_version < '3.11'")
-    session.run("python", "-m", "linear_operator_fork", "pr", *session.posargs)
+    session.install("tomli; python_version < '3.11'")
+    if "--project" in session.posargs:
+        projects = [(session.posargs[session.posargs.index("--project") + 1], list(session.posargs))]
+    else:  # gpytorch's stack gets the arguments that are not about linear_operator's base or output folder
+        rest, words = [], iter(session.posargs)
+        for word in words:
+            if word in ("--upstream-git", "--ref", "--out"):
+                next(words, None)  # and its value
+            else:
+                rest.append(word)
+        projects = [("linear_operator", list(session.posargs)), ("gpytorch", ["--project", "gpytorch", *rest])]
+    for project, arguments in projects:
+        if project == "gpytorch":  # linear_operator's flake8 plugin is not part of gpytorch's lint
+            session.run("python", "-m", "pip", "uninstall", "--yes", "--quiet", "flake8-print")
+        session.install(*fork_pr.lint_requirements(project))
+        session.run("python", "-m", "linear_operator_fork", "pr", *arguments)
 
 
 @nox.session

@@ -18,11 +18,30 @@ from linear_operator_fork.recipe import BUILD_DIR, ForkError
 from linear_operator_fork.verify import mutants, runner, suites
 from linear_operator_fork.verify.differential import cli as differential
 
-DEFAULT_CHECKOUT = BUILD_DIR / "checkout"
+DEFAULT_CHECKOUT = BUILD_DIR / "checkout"  # linear_operator's; gpytorch's: build/checkout-gpytorch
 
 
-def _series(rec: recipe.Recipe) -> series.Series:
-    return series.read_series(rec.series_file, rec.patches_dir)
+def default_checkout(project: str) -> Path:
+    return DEFAULT_CHECKOUT if project == "linear_operator" else BUILD_DIR / f"checkout-{project}"
+
+
+def add_project_argument(parser: argparse.ArgumentParser, all_projects: bool = False) -> None:
+    """``--project``: which patched upstream (default linear_operator; ``all``: each of them in turn)."""
+    if all_projects:
+        parser.add_argument("--project", choices=(*recipe.PROJECTS, "all"), default="all",
+                            help="the patched upstream (default: all of them)")  # fmt: skip
+    else:
+        parser.add_argument("--project", choices=recipe.PROJECTS, default="linear_operator",
+                            help="the patched upstream (default: %(default)s)")  # fmt: skip
+
+
+def _series(project: recipe.Project) -> series.Series:
+    return series.read_series(project.series_file, project.patches_dir)
+
+
+def _export_hint(project: recipe.Project) -> str:
+    option = "" if project.name == "linear_operator" else f" --project {project.name}"
+    return f"python -m linear_operator_fork export{option}"
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -32,46 +51,58 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_checkout(args: argparse.Namespace) -> int:
-    rec = recipe.load()
-    patches = _series(rec)
-    destination = Path(args.dir)
-    series.checkout(sdist.pristine_tree(rec), patches, destination, f"{rec.name} {rec.version} (pristine sdist)")
-    print(f"{destination}: tag '{series.BASE_TAG}' is {rec.name} {rec.version}; ", end="")
+    project = recipe.load().project(args.project)
+    patches = _series(project)
+    destination = Path(args.dir) if args.dir else default_checkout(project.name)
+    label = f"{project.name} {project.version} (pristine sdist)"
+    series.checkout(sdist.pristine_tree(project), patches, destination, label)
+    print(f"{destination}: tag '{series.BASE_TAG}' is {project.name} {project.version}; ", end="")
     print(f"branch '{series.BRANCH}' has {len(patches.names)} patch commit(s).")
-    print(f"Edit with git (commit, rebase -i), then: python -m linear_operator_fork export {destination}")
+    print(f"Edit with git (commit, rebase -i), then: {_export_hint(project)} {destination}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     rec = recipe.load()
-    names = series.export(Path(args.dir), rec.series_file, rec.patches_dir, rec.author)
-    digest = recipe.series_digest(rec.patches_dir, names)
-    number = rec.build_number
-    if digest != rec.series_sha256:
+    project = rec.project(args.project)
+    source = Path(args.dir) if args.dir else default_checkout(project.name)
+    names = series.export(source, project.series_file, project.patches_dir, rec.author)
+    digest = recipe.series_digest(project.patches_dir, names)
+    number = project.build_number
+    if digest != project.series_sha256:
         number += 1
-        recipe.write_build(rec, number, digest)
-        print(f"series changed: build number {rec.build_number} -> {number} ({rec.version}+fork.{number})")
-    print(f"exported {len(names)} patch(es) to {rec.patches_dir}")
+        recipe.write_build(project, number, digest)
+        print(f"series changed: {project.name} build number {project.build_number} -> {number} "
+              f"({project.version}+fork.{number})")  # fmt: skip
+    print(f"exported {len(names)} patch(es) to {project.patches_dir}")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     rec = recipe.load()
-    patches = _series(rec)
-    label = f"{rec.name} {rec.version} (pristine sdist)"
-    series.round_trip(sdist.pristine_tree(rec), patches, rec.series_file, label, rec.author)
-    digest = recipe.series_digest(rec.patches_dir, patches.names)
-    if digest != rec.series_sha256:
-        raise ForkError(
-            f"{rec.path}: build.series-sha256 does not match patches/ (the series changed without a new "
-            "build number); run 'python -m linear_operator_fork export' from a checkout"
-        )
-    print(f"ok: {len(patches.names)} patch(es) apply to {rec.name} {rec.version} without fuzz and export identically")
+    for name in recipe.PROJECTS if args.project == "all" else (args.project,):
+        check_project(rec.project(name), rec.author)
     return 0
 
 
+def check_project(project: recipe.Project, author: str) -> None:
+    """The project's series applies without fuzz, exports identically, and matches its series-sha256."""
+    patches = _series(project)
+    label = f"{project.name} {project.version} (pristine sdist)"
+    series.round_trip(sdist.pristine_tree(project), patches, project.series_file, label, author)
+    digest = recipe.series_digest(project.patches_dir, patches.names)
+    if digest != project.series_sha256:
+        raise ForkError(
+            f"{project.path}: {project.build_table}.series-sha256 does not match {project.series_file} (the series "
+            f"changed without a new build number); run '{_export_hint(project)}' from a checkout"
+        )
+    print(f"ok: {len(patches.names)} patch(es) apply to {project.name} {project.version} without fuzz and export "
+          f"identically ({project.fork_version})")  # fmt: skip
+
+
 def cmd_tree(args: argparse.Namespace) -> int:
-    print(build.patched_tree(destination=Path(args.dir) if args.dir else None))
+    project = recipe.load().project(args.project)
+    print(build.patched_tree(project, destination=Path(args.dir) if args.dir else None))
     return 0
 
 
@@ -101,18 +132,23 @@ def parser() -> argparse.ArgumentParser:
     sub = commands.add_parser("fetch", help="download (or find in the cache) and verify the pinned upstream sdist")
     sub.set_defaults(handler=cmd_fetch)
     sub = commands.add_parser("checkout", help="git repository: pristine upstream commit + one commit per patch")
-    sub.add_argument("dir", nargs="?", default=str(DEFAULT_CHECKOUT))
+    sub.add_argument("dir", nargs="?", default=None, help=f"default: {DEFAULT_CHECKOUT} (gpytorch: checkout-gpytorch)")
+    add_project_argument(sub)
     sub.set_defaults(handler=cmd_checkout)
-    sub = commands.add_parser("export", help="write the checkout's commits back to patches/ (deterministic)")
-    sub.add_argument("dir", nargs="?", default=str(DEFAULT_CHECKOUT))
+    sub = commands.add_parser("export", help="write the checkout's commits back to patches/<project>/ (deterministic)")
+    sub.add_argument("dir", nargs="?", default=None, help="the checkout (default: checkout's)")
+    add_project_argument(sub)
     sub.set_defaults(handler=cmd_export)
     sub = commands.add_parser("check", help="the series applies without fuzz and the export round-trips")
+    add_project_argument(sub, all_projects=True)
     sub.set_defaults(handler=cmd_check)
     sub = commands.add_parser("apply", help="git am the series onto a git checkout of upstream (e.g. its main)")
     pr.add_apply_arguments(sub)
+    add_project_argument(sub)
     sub.set_defaults(handler=pr.run_apply)
     sub = commands.add_parser("tree", help="write the patched source tree the wheel is built from")
     sub.add_argument("dir", nargs="?", default=None)
+    add_project_argument(sub)
     sub.set_defaults(handler=cmd_tree)
     runner.add_arguments(commands)
     suites.add_arguments(commands)

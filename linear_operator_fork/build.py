@@ -7,6 +7,10 @@ nor patched is ``linear_operator/version.py``, which upstream generates at build
 
     python -c "import linear_operator.version as v; print(v.version); print(v.fork_provenance)"
 
+The same functions build the second project, gpytorch (``gpytorch <v>+fork.<N>``, its own series and build
+number, ``gpytorch/version.py`` generated alike): ``packages/gpytorch/`` is its PEP 517 entry point, whose
+backend calls :func:`build_project_wheel` with ``"gpytorch"``.
+
 ``build_sdist`` packs this repository's own files only (recipe, series, tooling); building a
 wheel from that sdist fetches upstream again.
 """
@@ -23,14 +27,14 @@ import tarfile
 from pathlib import Path
 
 from linear_operator_fork import sdist, series
-from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError, Recipe, load, lock
+from linear_operator_fork.recipe import BUILD_DIR, ROOT, ForkError, Project, load, lock
 
-VERSION_FILE = "linear_operator/version.py"
+VERSION_FILE = "linear_operator/version.py"  # linear_operator's; any project's: Project.version_file
 SDIST_FILES = ("pyproject.toml", "fork.toml", "README.md", "LICENSE")
-SDIST_DIRS = ("linear_operator_fork", "patches")
+SDIST_DIRS = ("linear_operator_fork", "patches", "packages")
 
 
-def provenance(recipe: Recipe, patches: series.Series) -> dict:
+def provenance(recipe: Project, patches: series.Series) -> dict:
     return {
         "version": recipe.fork_version,
         "upstream": {"name": recipe.name, "version": recipe.version, "sha256": recipe.sha256, "url": recipe.url},
@@ -40,8 +44,11 @@ def provenance(recipe: Recipe, patches: series.Series) -> dict:
     }
 
 
-def version_module(recipe: Recipe, patches: series.Series) -> str:
-    """The generated ``linear_operator/version.py``: upstream's variables plus ``fork_provenance``."""
+def version_module(recipe: Project, patches: series.Series) -> str:
+    """The generated ``<name>/version.py``: upstream's variables plus ``fork_provenance``.
+
+    Both projects read it the setuptools-scm way: linear_operator's ``setup.py`` and gpytorch's (``find_version``)
+    take the version from its ``__version__ = version = '...'`` line."""
     parts: list[int | str] = [int(part) if part.isdigit() else part for part in recipe.version.split(".")]
     parts.append(f"fork.{recipe.build_number}")
     data = json.dumps(provenance(recipe, patches), indent=4)
@@ -56,8 +63,9 @@ def version_module(recipe: Recipe, patches: series.Series) -> str:
     )
 
 
-def patched_tree(recipe: Recipe | None = None, destination: Path | None = None) -> Path:
-    """Pristine upstream + series, with the generated version file, in a fresh folder."""
+def patched_tree(recipe: Project | None = None, destination: Path | None = None) -> Path:
+    """Pristine upstream + series (linear_operator's by default), with the generated version file, in a fresh
+    folder. An empty series gives the pristine tree with the fork's version file."""
     recipe = recipe or load()
     patches = series.read_series(recipe.series_file, recipe.patches_dir)
     series.validate_headers(patches)
@@ -67,7 +75,7 @@ def patched_tree(recipe: Recipe | None = None, destination: Path | None = None) 
         shutil.rmtree(destination, ignore_errors=True)
         series.checkout(pristine, patches, destination, f"{recipe.name} {recipe.version} (pristine sdist)")
         shutil.rmtree(destination / ".git")
-        (destination / VERSION_FILE).write_text(version_module(recipe, patches), encoding="utf-8")
+        (destination / recipe.version_file).write_text(version_module(recipe, patches), encoding="utf-8")
     return destination
 
 
@@ -100,7 +108,12 @@ def get_requires_for_build_sdist(config_settings=None) -> list[str]:
 
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None) -> str:
-    return wheel_from_tree(patched_tree(), Path(wheel_directory))
+    return build_project_wheel("linear_operator", wheel_directory)
+
+
+def build_project_wheel(name: str, wheel_directory) -> str:
+    """The wheel of project ``name`` (linear_operator or gpytorch): its pinned sdist with its series."""
+    return wheel_from_tree(patched_tree(load().project(name)), Path(wheel_directory))
 
 
 def build_sdist(sdist_directory, config_settings=None) -> str:
@@ -130,6 +143,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 __all__ = [
     "ForkError",
     "build_sdist",
+    "build_project_wheel",
     "build_wheel",
     "get_requires_for_build_sdist",
     "get_requires_for_build_wheel",

@@ -27,7 +27,7 @@ from typing import Any
 
 from linear_operator_fork.recipe import ForkError
 from linear_operator_fork.verify import records as record_files
-from linear_operator_fork.verify.records import GIB, SUITES, Record
+from linear_operator_fork.verify.records import GIB, SUITE_VARIANTS, SUITES, Record
 
 TOLERANCE = {"float32": 1e-4, "float64": 1e-9}
 README_BEGIN, README_END = "<!-- benchmark:begin -->", "<!-- benchmark:end -->"
@@ -143,14 +143,16 @@ def verdicts(records: list[Record], suites: bool = True) -> tuple[list[str], lis
     problems, facts = [], []
     by_suite = {(r["case"], r["variant"]): r for r in records if r["case"] in SUITES}
     for suite in SUITES if suites else ():
-        stock, fork = by_suite.get((suite, "stock")), by_suite.get((suite, "fork"))
-        if fork is None:
-            problems.append(f"{suite}: no record for the fork (did its session run?)")
-            continue
-        found = suite_problems(suite, stock, fork)
-        problems += found
-        if stock is not None and not found:
-            facts.append(f"{suite}: fork {fork['passed']} passed vs stock {stock['passed']}, no regression")
+        for variant in SUITE_VARIANTS[suite]:
+            stock, fork = by_suite.get((suite, "stock")), by_suite.get((suite, variant))
+            if fork is None:
+                problems.append(f"{suite}: no record for {'the fork' if variant == 'fork' else variant} "
+                                "(did its session run?)")  # fmt: skip
+                continue
+            found = suite_problems(suite, stock, fork, variant)
+            problems += found
+            if stock is not None and not found:
+                facts.append(f"{suite}: {variant} {fork['passed']} passed vs stock {stock['passed']}, no regression")
     variants, rows = case_rows(records)
     if "fork" not in variants:
         problems.append("large-M cases: no record for the fork (did `cases(variant='fork')` run?)")
@@ -223,8 +225,12 @@ def prediction_lines(records: list[Record]) -> list[str]:
 
 
 def versions(records: list[Record]) -> list[str]:
-    """``variant: linear_operator version`` of every variant that imported one."""
-    return sorted({f"{r['variant']}: linear_operator {r['version']}" for r in records if r.get("version")})
+    """``variant: linear_operator version`` of every variant that imported one (and gpytorch's, for
+    ``gpytorch-fork``)."""
+    found = {f"{r['variant']}: linear_operator {r['version']}" for r in records if r.get("version")}
+    found |= {f"{r['variant']}: gpytorch {r['gpytorch']}" for r in records if r.get("variant") == "gpytorch-fork"
+              and r.get("gpytorch")}  # fmt: skip
+    return sorted(found)
 
 
 def suites_table(records: list[Record]) -> list[str]:

@@ -24,13 +24,13 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from linear_operator_fork.recipe import BUILD_DIR, ForkError, Pin, Recipe, lock
+from linear_operator_fork.recipe import BUILD_DIR, ForkError, Pin, Project, lock
 
 SDIST_ENV = "LINEAR_OPERATOR_FORK_SDIST"
 # What a PEP 517 hook runner exports to the backend it calls: the backend's name and its ``backend-path``
 # (pyproject_hooks: ``_PYPROJECT_HOOKS_*``; its predecessor pep517: ``PEP517_*``).
 HOOK_RUNNER_PREFIXES = ("_PYPROJECT_HOOKS_", "PEP517_")
-Pinned = Pin | Recipe  # anything with name, version, sha256 and archive_name
+Pinned = Pin | Project  # anything with name, version, sha256 and archive_name (a Recipe is a Project)
 
 
 class HashMismatch(ForkError):

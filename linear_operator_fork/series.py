@@ -1,4 +1,4 @@
-"""The patch series: ``patches/series`` lists our patches, applied in order with ``git am``.
+"""The patch series: ``patches/<project>/series`` lists our patches to one upstream, applied in order with ``git am``.
 
 ``checkout`` materialises a git repository whose first commit is the pristine upstream tree
 (tagged ``upstream``) with one commit per patch; ``export`` writes those commits back with a

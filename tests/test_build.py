@@ -149,7 +149,10 @@ def test_sdist_holds_our_files_only(tmp_path, real_recipe):
     assert name == f"linear_operator-{real_recipe.fork_version}.tar.gz"
     with tarfile.open(tmp_path / name) as tar:
         members = [m.name.split("/", 1)[1] for m in tar.getmembers()]
-    assert "fork.toml" in members and "patches/series" in members and "linear_operator_fork/build.py" in members
+    assert (
+        "fork.toml" in members and "patches/linear_operator/series" in members and "patches/gpytorch/series" in members
+    )
+    assert "linear_operator_fork/build.py" in members
     ours = set(series.git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard").stdout.split())
     assert set(members) - {"PKG-INFO"} <= ours
     stock = {name for name in files_under(sdist.pristine_tree(real_recipe))}

@@ -339,7 +339,7 @@ def test_commits_are_by_the_recipe_author_or_the_one_given(tmp_path, offline, re
 
 
 def fake_lint(monkeypatch, exit_status: int) -> None:
-    monkeypatch.setattr(pr, "check_lint_tools", lambda: None)
+    monkeypatch.setattr(pr, "check_lint_tools", lambda *requirements: None)
     script = f"import sys; print('checked', *sys.argv[1:]); sys.exit({exit_status})"
     monkeypatch.setattr(pr, "lint_commands", lambda targets: [("fake lint", [sys.executable, "-c", script, *targets])])
 
@@ -374,7 +374,7 @@ def test_lint_targets_are_existing_python_files_outside_excluded_folders(tmp_pat
 
 
 def test_no_python_file_touched_runs_no_lint(tmp_path, monkeypatch):
-    monkeypatch.setattr(pr, "check_lint_tools", lambda: None)
+    monkeypatch.setattr(pr, "check_lint_tools", lambda *requirements: None)
     monkeypatch.setattr(pr, "lint_commands", lambda targets: pytest.fail("no lint tool may run on zero files"))
     assert pr.upstream_lint(tmp_path, ["README.md"], tmp_path / "lint.txt")
     assert "# files: none" in (tmp_path / "lint.txt").read_text()

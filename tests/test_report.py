@@ -26,7 +26,8 @@ def case(name: str, variant: str, status: str = "ok", losses=(1.0, 0.5), **param
 
 
 SUITES_OK = [suite("stock", 10), suite("fork", 12), {**suite("stock", 5), "case": "gpytorch-suite"},
-             {**suite("fork", 5), "case": "gpytorch-suite"}]  # fmt: skip
+             {**suite("fork", 5), "case": "gpytorch-suite"},
+             {**suite("gpytorch-fork", 6), "case": "gpytorch-suite", "gpytorch": "1.15.2+fork.0"}]  # fmt: skip
 
 
 def test_a_clean_fork_passes_and_the_facts_say_so():
@@ -47,6 +48,20 @@ def test_a_clean_fork_passes_and_the_facts_say_so():
 def test_a_suite_regression_fails(fork, expected):
     problems, _ = report.verdicts([suite("stock", 10), fork, *SUITES_OK[2:], case("a", "fork")])
     assert any(expected in problem for problem in problems), problems
+
+
+def test_the_patched_gpytorch_suite_is_a_third_variant_next_to_stock_and_fork():
+    """gpytorch's suite on the patched gpytorch (gpytorch-fork) is compared with stock's, and required."""
+    problems, facts = report.verdicts([*SUITES_OK, case("a", "fork")])
+    assert "gpytorch-suite: gpytorch-fork 6 passed vs stock 5, no regression" in facts
+    assert "gpytorch-fork: gpytorch 1.15.2+fork.0" in report.versions(SUITES_OK)
+    rows = [line for line in report.suites_table(SUITES_OK) if line.startswith("| gpytorch-suite |")]
+    assert [row.split(" | ")[1] for row in rows] == ["stock", "fork", "gpytorch-fork"]
+    failing = {**suite("gpytorch-fork", 5, failed=1, failures=["t::g"]), "case": "gpytorch-suite"}
+    problems, _ = report.verdicts([*SUITES_OK[:4], failing, case("a", "fork")])
+    assert "gpytorch-suite: 1 failing on gpytorch-fork (1 not failing on stock)" in problems
+    problems, _ = report.verdicts([*SUITES_OK[:4], case("a", "fork")])
+    assert "gpytorch-suite: no record for gpytorch-fork (did its session run?)" in problems
 
 
 def test_a_test_lost_against_stock_fails_even_when_the_count_holds():

@@ -36,6 +36,7 @@ def tiny_recipe(tmp_path: Path, tiny_upstream: Path) -> tuple[Recipe, Path]:
         thread_release="0.9",
         author=TEST_AUTHOR,
         stack=(),
+        build_table="build",
     )
     return recipe, archive
 

@@ -111,3 +111,14 @@ def test_gate_without_stock_and_without_fork(tmp_path):
 
 def test_the_three_workflows_exist():
     assert {p.name for p in FILES} >= {"ci.yml", "gpu.yml", "upstream-main.yml"}
+
+
+def test_gate_of_the_patched_gpytorch_suite(tmp_path, capsys):
+    """CI's gate of gpytorch(variant='gpytorch-fork'): the patched gpytorch's suite against stock's."""
+    write_record(tmp_path, "gpytorch-suite", "stock", passed=5, failed=0, passed_ids=["t::a"])
+    write_record(tmp_path, "gpytorch-suite", "gpytorch-fork", passed=6, failed=0, passed_ids=["t::a", "t::new"])
+    assert workflows.gate(tmp_path, "gpytorch-suite", fork_variant="gpytorch-fork") == 0
+    assert "ok: gpytorch-suite passes on gpytorch-fork" in capsys.readouterr().out
+    write_record(tmp_path, "gpytorch-suite", "gpytorch-fork", passed=6, failed=1, status="error", failures=["t::g"])
+    with pytest.raises(ForkError, match="1 failing on gpytorch-fork"):
+        workflows.gate(tmp_path, "gpytorch-suite", fork_variant="gpytorch-fork")

@@ -18,6 +18,9 @@ from typing import Any, TypedDict
 from linear_operator_fork.recipe import ForkError
 
 SUITES = ("upstream-suite", "gpytorch-suite")
+# The variants of each suite that the report compares with stock: the fork, and for gpytorch's suite also
+# ``gpytorch-fork`` (the fork's linear_operator with the patched gpytorch, running the patched gpytorch's test/).
+SUITE_VARIANTS = {"upstream-suite": ("fork",), "gpytorch-suite": ("fork", "gpytorch-fork")}
 STATUSES = ("ok", "oom", "limit", "error", "skipped")
 GIB = 1024**3
 
@@ -26,9 +29,10 @@ class Record(TypedDict, total=False):
     """A case or suite record (``case`` is a case name, or one of :data:`SUITES`)."""
 
     case: str  # a, b, ... or upstream-suite / gpytorch-suite
-    variant: str  # stock, stock-0.6.0, fork, reference (plain torch), main (upstream's main branch)
+    variant: str  # stock, stock-0.6.0, fork, reference (plain torch), main (upstream's main branch), gpytorch-fork
     version: str | None  # linear_operator.__version__ as imported by the run (None for the reference)
     file: str | None  # linear_operator.__file__
+    gpytorch: str | None  # gpytorch.__version__ (case records; gpytorch's suite: 1.15.2+fork.N for gpytorch-fork)
     device: str  # cpu or cuda
     device_name: str  # the CUDA device's name
     status: str  # one of STATUSES

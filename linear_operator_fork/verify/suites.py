@@ -56,15 +56,21 @@ def junit_counts(path: Path) -> dict:
     return {**counts, "passed_ids": passed}
 
 
-def installed_linear_operator() -> dict:
-    """Version and file of the linear_operator this interpreter imports (checked not to be a source tree)."""
-    code = "import linear_operator as lo, json; print(json.dumps([lo.__version__, lo.__file__]))"
+def installed(package: str = "linear_operator") -> tuple[str, str]:
+    """Version and file of the ``package`` this interpreter imports (checked not to be a source tree)."""
+    code = f"import {package} as p, json; print(json.dumps([p.__version__, p.__file__]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     if out.returncode != 0:
-        raise ForkError(f"linear_operator is not importable here:\n{out.stderr.strip()}")
+        raise ForkError(f"{package} is not importable here:\n{out.stderr.strip()}")
     version, file = json.loads(out.stdout)
     if Path(file).resolve().is_relative_to(BUILD_DIR):
-        raise ForkError(f"linear_operator is imported from a source tree ({file}), not an installed wheel")
+        raise ForkError(f"{package} is imported from a source tree ({file}), not an installed wheel")
+    return version, file
+
+
+def installed_linear_operator() -> dict:
+    """Version and file of the linear_operator this interpreter imports (checked not to be a source tree)."""
+    version, file = installed("linear_operator")
     return {"version": version, "file": file}
 
 
@@ -85,6 +91,8 @@ def run(suite: str, variant: str, tests: Path, out: Path, extra: list[str]) -> R
     seconds = time.perf_counter() - start
     record = records.new(suite, variant, "cpu")
     record.update(installed_linear_operator(), seconds=seconds)
+    if suite == "gpytorch-suite":  # which gpytorch ran it: the pinned release, or the patched one (gpytorch-fork)
+        record["gpytorch"] = installed("gpytorch")[0]
     del record["losses"], record["grads"], record["params"]
     if junit.is_file():
         counts = junit_counts(junit)
