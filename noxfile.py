@@ -222,8 +222,9 @@ def copy_checkout(destination: Path) -> None:
 
 @nox.session
 def examples(session: nox.Session) -> None:
-    """The README's example, as written, and each of examples/*.py at its small size, on the installed fork."""
-    install_variant(session, "fork", GPYTORCH)
+    """The README's example, as written, and each of examples/*.py at its small size, installed as the README's Install
+    says: the fork and the patched gpytorch."""
+    install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"(?ms)^## Example\n.*?^```python\n(.*?)^```", readme)
     if len(blocks) != 1:
@@ -389,7 +390,7 @@ def verify(session: nox.Session) -> None:
     session.notify("report")
     # (nox names each session as it starts; the cases print each case as they run it)
     session.log(
-        f"verify: {len(queued) + 5} sessions queued: {', '.join(queued)}, the differential harness (4 sessions), "
+        f"verify: {len(queued) + 5} sessions queued: {', '.join(queued)}, the differential harness (5 sessions), "
         "report; about 28 minutes on a 2-core machine, most of it in gpytorch's suites and the stock cases"
     )
 
@@ -416,7 +417,7 @@ def notify_differential(session: nox.Session, posargs: list[str]) -> None:
         keys.append(rest.pop(0))
     folder = ["--dir", str(DIFFERENTIAL / "replay" if keys else DIFFERENTIAL)]
     session.notify("differential_cases", posargs=[*folder, *(arg for key in keys for arg in ("--case", key))])
-    for variant in VARIANTS:
+    for variant in DIFFERENTIAL_VARIANTS:
         session.notify(f"differential_run(variant='{variant}')", posargs=folder)
     session.notify("differential_report", posargs=folder)
 
@@ -438,12 +439,24 @@ def differential_cases(session: nox.Session) -> None:
     session.run("python", "-m", "linear_operator_fork", "differential", "generate", *session.posargs)
 
 
+# gpytorch-fork: the fork with the patched gpytorch, on the prediction cases only (its prediction strategy)
+DIFFERENTIAL_VARIANTS = [*VARIANTS, "gpytorch-fork"]
+
+
 @nox.session
-@nox.parametrize("variant", VARIANTS)
+@nox.parametrize("variant", DIFFERENTIAL_VARIANTS)
 def differential_run(session: nox.Session, variant: str) -> None:
-    """Every case of cases.json on the installed variant, one child process at a time (a crash is a record)."""
-    install_variant(session, variant, GPYTORCH, "hypothesis", "scipy")
-    session.run("python", "-m", "linear_operator_fork", "differential", "run", "--variant", variant, *session.posargs)
+    """Every case of cases.json on the installed variant, one child process at a time (a crash is a record);
+    gpytorch-fork: the prediction cases, on the fork with the patched gpytorch."""
+    if variant == "gpytorch-fork":
+        install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")), "hypothesis", "scipy")
+        ops = ["--ops", "predict"]
+    else:
+        install_variant(session, variant, GPYTORCH, "hypothesis", "scipy")
+        ops = []
+    session.run(
+        "python", "-m", "linear_operator_fork", "differential", "run", "--variant", variant, *ops, *session.posargs
+    )
 
 
 @nox.session

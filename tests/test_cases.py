@@ -185,12 +185,22 @@ def test_cuda_without_a_gpu_gives_skipped_records(tmp_path, capsys):
     assert runner.NO_CUDA in capsys.readouterr().out
 
 
+def test_new_rows_set_t_of_the_prediction_cases():
+    from linear_operator_fork.__main__ import parser
+
+    args = parser().parse_args(["cases", "run", "--variant", "fork", "--cases", "e,f", "--new-rows", "100000"])
+    assert [run.params["T"] for run in runner.plan(args)] == [100000, 100000]
+    args = parser().parse_args(["cases", "run", "--variant", "fork", "--cases", "f"])
+    assert [run.params["T"] for run in runner.plan(args)] == [10000]  # the size's
+
+
 @pytest.mark.parametrize(
     ("args", "named", "code"),
     [
         (["--cases", "a,zz"], "zz", 2),  # argparse: usage error
         (["--size", "huge"], "huge", 2),
         (["--cases", "probe", "--size", "cuda"], "probe", 1),  # ForkError: printed, exit status 1
+        (["--cases", "e,a", "--new-rows", "10"], "case a predicts no new rows", 1),
     ],
 )
 def test_bad_case_or_size_is_an_error_naming_it(tmp_path, capsys, args, named, code):

@@ -397,7 +397,8 @@ def test_prediction_reference_is_the_dense_posterior(outcome_module):
     covariance = K[train:, train:] - cross @ torch.linalg.solve(A, cross.mT)
     assert torch.allclose(found.outputs["mean"], mean, rtol=1e-10, atol=1e-12)
     assert torch.allclose(found.outputs["variance"], covariance.diagonal(), rtol=1e-8, atol=1e-14)
-    assert "variance" in found.entrywise and found.kappa_of("variance") ** 2 == pytest.approx(found.kappa)
+    assert "variance" in found.entrywise
+    assert found.kappa_of("variance") == pytest.approx(math.sqrt(found.kappa) * math.log2(train))
 
 
 def test_entrywise_error_is_the_largest_relative_error(outcome_module):
@@ -406,7 +407,14 @@ def test_entrywise_error_is_the_largest_relative_error(outcome_module):
     assert outcome_module.entrywise_error(want.clone(), want) == 0.0
     assert outcome_module.entrywise_error(torch.tensor([2e-6, 1.0, 0.0], dtype=torch.float64), want) == 1.0
     assert outcome_module.entrywise_error(torch.tensor([1e-6, 1.5, 0.0], dtype=torch.float64), want) == 0.5
-    assert outcome_module.entrywise_error(torch.tensor([1e-6, 1.0, 1e-9], dtype=torch.float64), want) == math.inf
+    # a zero entry is measured against 1e-13 of the largest
+    found = outcome_module.entrywise_error(torch.tensor([1e-6, 1.0, 1e-9], dtype=torch.float64), want)
+    assert found == pytest.approx(1e4)
+    zeros = torch.zeros(2, dtype=torch.float64)
+    assert outcome_module.entrywise_error(torch.tensor([0.0, 1e-9], dtype=torch.float64), zeros) == math.inf
+    # below 1e-13 of the largest entry, against that
+    tiny = torch.tensor([1e-53, 1.0], dtype=torch.float64)
+    assert outcome_module.entrywise_error(torch.tensor([0.0, 1.0], dtype=torch.float64), tiny) == pytest.approx(1e-40)
 
 
 def test_tolerance_is_one_power_of_kappa_unless_measured_otherwise(outcome_module):

@@ -349,7 +349,12 @@ def plan(args: argparse.Namespace) -> list[Run]:
         common["threads"] = args.threads
     runs = []
     for name in args.cases:
-        runs.append(Run(name, args.variant, {**CASES[name].sizes[args.size], **common}, args.device))
+        params = {**CASES[name].sizes[args.size], **common}
+        if args.new_rows is not None:
+            if "T" not in params:
+                raise records.ForkError(f"--new-rows: case {name} predicts no new rows (only e and f do)")
+            params["T"] = args.new_rows
+        runs.append(Run(name, args.variant, params, args.device))
     if args.sweep:
         done = {run.params.get("N") for run in runs if run.case == "a"}
         n = CASES["a"].sizes[args.size]["n"]
@@ -409,6 +414,7 @@ def add_arguments(commands: Any) -> None:
     run.add_argument("--dtype", choices=DTYPES, default=DTYPES[0])
     run.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0])
     run.add_argument("--threads", type=int, help="torch.set_num_threads in each child (default: torch's)")
+    run.add_argument("--new-rows", type=int, help="T of the prediction cases e and f (default: the size's)")
     cap_help = "RLIMIT_AS of each child on the CPU, GiB (default %(default)s)"
     run.add_argument("--cap-gib", type=float, default=DEFAULT_CAP_GIB, help=cap_help)
     timeout_help = "seconds per child (default %(default)s)"
