@@ -222,17 +222,22 @@ def copy_checkout(destination: Path) -> None:
 
 @nox.session
 def examples(session: nox.Session) -> None:
-    """The README's example, as written, and each of examples/*.py at its small size, installed as the README's Install
-    says: the fork and the patched gpytorch."""
+    """The README's example, as written and in float64, and each of examples/*.py at its small size, installed as the
+    README's Install says: the fork and the patched gpytorch."""
     install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")))
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"(?ms)^## Example\n.*?^```python\n(.*?)^```", readme)
     if len(blocks) != 1:
         session.error("README.md: expected one ```python block in its Example section")
-    script = Path(session.create_tmp()).resolve() / "readme_example.py"
-    script.write_text(blocks[0], encoding="utf-8")
-    session.log("the README's example")
-    session.run("python", str(script))
+    tmp = Path(session.create_tmp()).resolve()
+    as_written, line = blocks[0], "dtype = torch.float32"
+    if line not in as_written:
+        session.error(f"README.md: the example has no line {line!r} (its float64 run switches it)")
+    for name, text in (("as written", as_written), ("in float64", as_written.replace(line, "dtype = torch.float64"))):
+        script = tmp / f"readme_example_{name.split()[-1]}.py"
+        script.write_text(text, encoding="utf-8")
+        session.log(f"the README's example, {name}")
+        session.run("python", str(script))
     for example in sorted((ROOT / "examples").glob("*.py")):
         session.log(f"examples/{example.name}")
         session.run("python", str(example))
@@ -312,9 +317,19 @@ def run_suite(session: nox.Session, suite: str, variant: str, tests_dir: Path) -
 
 
 @nox.session
-@nox.parametrize("variant", VARIANTS)
+@nox.parametrize("variant", [*VARIANTS, "gpytorch-fork"])
 def cases(session: nox.Session, variant: str) -> None:
-    """The large-M cases, each in its own memory-capped subprocess (fork also runs the plain-torch reference)."""
+    """The large-M cases, each in its own memory-capped subprocess (fork also runs the plain-torch reference;
+    gpytorch-fork: the prediction cases e and f on the fork with the patched gpytorch's prediction strategy)."""
+    if variant == "gpytorch-fork":
+        install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")))
+        for device in DEVICES:
+            session.run(
+                "python", "-m", "linear_operator_fork", "cases", "run", "--variant", variant, "--device", device,
+                "--size", device, "--cases", "e,f", "--out", str(record_path(f"cases-{device}", variant)),
+                *session.posargs,
+            )  # fmt: skip
+        return
     install_variant(session, variant, GPYTORCH)
     runs = [(variant, ["--sweep"])]
     if variant == "fork":
@@ -384,6 +399,7 @@ def verify(session: nox.Session) -> None:
     shutil.rmtree(VERIFY / "records", ignore_errors=True)
     queued = [f"{name}(variant='{variant}')" for name in ("upstream", "gpytorch", "cases") for variant in VARIANTS]
     queued.insert(queued.index("gpytorch(variant='fork')") + 1, "gpytorch(variant='gpytorch-fork')")
+    queued.append("cases(variant='gpytorch-fork')")
     for name in queued:
         session.notify(name)
     notify_differential(session, [])  # report reads build/differential/results.json: a fork FAIL fails verify too

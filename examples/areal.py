@@ -33,7 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     width, height, N, steps = SIZES[args.size]
     torch.manual_seed(0)
-    torch.set_default_dtype(torch.float64)  # float32 predictive variances lose their digits (README: Limitations)
+    torch.set_default_dtype(torch.float64)  # with unmodified gpytorch, float32 variances lose digits (README)
 
     cells = torch.stack(torch.meshgrid(torch.arange(width), torch.arange(height), indexing="ij"), dim=-1)
     cells = cells.reshape(-1, 2).to(torch.get_default_dtype())

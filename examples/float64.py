@@ -1,10 +1,11 @@
-"""Train in float32, predict in float64: fast training, variances you can trust.
+"""Train in float32, predict in float64: the path to variances you can trust with unmodified gpytorch.
 
-GPyTorch computes a predictive variance as the prior minus the explained part; with a small noise the two nearly
-cancel, and in float32 little is left (README: Limitations). Training is fine in float32. So train in float32, then
+Unmodified gpytorch computes a predictive variance as the prior minus the explained part; with a small noise the two
+nearly cancel, and in float32 little is left (README: Predict). Training is fine in float32. So train in float32, then
 convert for the prediction: the model with .double(), and the data and L as new float64 tensors. The sparse operator
 is built from L and keeps L's dtype, so build it again from the float64 L (an operator of one dtype refuses a tensor
-of another).
+of another). With the patched gpytorch (README: Install), both predictions go through its LowRankRootPredictionStrategy
+and agree.
 
     python examples/float64.py               # small: 20 000 observations, a few seconds
     python examples/float64.py --size full   # 10⁶ observations; prints time and peak, saves a plot

@@ -114,7 +114,8 @@ def run_predict(case: str, data: SparseData, L: Any, num_test: int) -> dict[str,
     once, when the model is built; the fork's operator is indexed, the thread's class has no indexing and gets the
     rows of the tensor). Prediction: ``model(test_x)`` in eval mode, under ``torch.no_grad()``, with gpytorch's
     default strategy (e) or ``fast_pred_var`` (f). The record's ``info`` has the prediction's time, the peak before
-    it, and the errors of the mean and the variance against the float64 Woodbury of :func:`woodbury_prediction`.
+    it, and the errors of the mean and the variance (before gpytorch's clamp) against the float64 Woodbury of
+    :func:`woodbury_prediction`.
     """
     import gpytorch
     import torch
@@ -153,7 +154,9 @@ def run_predict(case: str, data: SparseData, L: Any, num_test: int) -> dict[str,
     started = time.perf_counter()
     with torch.no_grad(), gpytorch.settings.fast_pred_var(case == "f"):
         prediction = model(test_x)
-        mean, variance = prediction.mean, prediction.variance
+        # the covariance's diagonal, before MultivariateNormal.variance clamps it at gpytorch's min_variance (1e-6 in
+        # float32): the clamp would count as an error of the computation (and hide how negative a variance came out)
+        mean, variance = prediction.mean, prediction.lazy_covariance_matrix.diagonal()
     predict_seconds = time.perf_counter() - started
     raw = gpytorch_raw_parameters(model, likelihood)
     with torch.no_grad():
