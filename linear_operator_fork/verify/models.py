@@ -160,8 +160,12 @@ def run_predict(case: str, data: SparseData, L: Any, num_test: int) -> dict[str,
     predict_seconds = time.perf_counter() - started
     raw = gpytorch_raw_parameters(model, likelihood)
     with torch.no_grad():
-        expected_mean, expected_variance = woodbury_prediction(data, num_train, raw, torch.float64)
-        mean32, variance32 = woodbury_prediction(data, num_train, raw, dtype)
+        # Both Woodbury predictions take the model's own root R (as gpytorch's kernel computed it, in the model's
+        # dtype): the errors are those of the prediction, not of the kernel's evaluation (gpytorch's float32
+        # distances alone move R by about eps cond(K), which a float64 R from the raw parameters would count)
+        root = kernel_root(model.covar_module, model.inducing)
+        expected_mean, expected_variance = woodbury_prediction(data, num_train, raw, torch.float64, root=root)
+        mean32, variance32 = woodbury_prediction(data, num_train, raw, dtype, root=root)
     info = {
         "sparse_class": cls_name,
         "T": num_test,

@@ -121,11 +121,14 @@ def sparse_rows_times(data: SparseData, start: int, stop: int, dense: Any) -> An
     return (vals.unsqueeze(-1) * dense[cols]).sum(-2)
 
 
-def woodbury_prediction(data: SparseData, num_train: int, raw: dict[str, Any], dtype: Any) -> tuple[Any, Any]:
+def woodbury_prediction(
+    data: SparseData, num_train: int, raw: dict[str, Any], dtype: Any, root: Any = None
+) -> tuple[Any, Any]:
     """Posterior mean and (latent) variance of the last rows of case e/f in plain torch, in ``dtype``.
 
     With U = L_train R, U* = L_test R, C = I + Uᵀ U / σ² = Lc Lcᵀ: mean = c + U* C⁻¹ Uᵀ (y - c) / σ² and
-    variance = |Lc⁻¹ u*|² (the Woodbury form of K** - K*X (KXX + σ² I)⁻¹ KX*, with no cancellation).
+    variance = |Lc⁻¹ u*|² (the Woodbury form of K** - K*X (KXX + σ² I)⁻¹ KX*, with no cancellation). ``root``: the
+    kernel's root R to use (cast to ``dtype``), instead of computing it from the raw parameters.
     """
     import torch
     import torch.nn.functional as F
@@ -135,7 +138,7 @@ def woodbury_prediction(data: SparseData, num_train: int, raw: dict[str, Any], d
         data.N, data.n, data.Z.to(dtype), data.cols, data.vals.to(dtype), data.y.to(dtype), data.noise.to(dtype)
     )
     train = data_rows(data64, num_train)
-    R = rbf_root(data64.Z, cast["raw_outputscale"], cast["raw_lengthscale"])
+    R = rbf_root(data64.Z, cast["raw_outputscale"], cast["raw_lengthscale"]) if root is None else root.to(dtype)
     sigma2 = (F.softplus(cast["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)
     constant = cast["raw_constant"]
     gram = weighted_gram(train, torch.ones_like(train.y))
