@@ -398,7 +398,9 @@ def test_prediction_reference_is_the_dense_posterior(outcome_module):
     assert torch.allclose(found.outputs["mean"], mean, rtol=1e-10, atol=1e-12)
     assert torch.allclose(found.outputs["variance"], covariance.diagonal(), rtol=1e-8, atol=1e-14)
     assert "variance" in found.entrywise
-    assert found.kappa_of("variance") == pytest.approx(math.sqrt(found.kappa) * math.log2(train))
+    C = torch.eye(case.r, dtype=torch.float64) + U[:train].mT @ (U[:train] / inputs.exact(inputs.d)[:train, None])
+    expected_kappa = math.sqrt(float(torch.linalg.cond(C))) * math.log2(train)
+    assert found.kappa_of("variance") == found.kappa == pytest.approx(expected_kappa)
 
 
 def test_entrywise_error_is_the_largest_relative_error(outcome_module):

@@ -106,6 +106,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         outcomes[variant] = load_outcomes(path)
     strategy_path = args.dir / f"{verdict.STRATEGY}.jsonl"
     strategy = load_outcomes(strategy_path) if strategy_path.exists() else None
+    if strategy is None and any(key.startswith("op=predict,") for key in meta["cases"]):
+        command = f"python -m linear_operator_fork differential run --variant {verdict.STRATEGY} --ops predict"
+        print(f"warning: no {strategy_path}: the patched gpytorch's predictions are not checked ({command})")
     data = verdict.results(meta, outcomes["stock"], outcomes["fork"], strategy)
     results_path, report_path = verdict.write(args.dir, data)
     print(verdict.variants_line(data))

@@ -436,7 +436,14 @@ def run_predict(case: Case, data: Data) -> dict[str, Any]:
     new_x = torch.arange(train, case.N, dtype=data.dtype).unsqueeze(-1)
     with torch.no_grad(), gpytorch.settings.fast_pred_var(case.form == "fast_pred_var"):
         prediction = model(new_x)
-        return {"mean": prediction.mean, "variance": prediction.lazy_covariance_matrix.diagonal()}
+        outputs = {"mean": prediction.mean, "variance": prediction.lazy_covariance_matrix.diagonal()}
+    # The patched gpytorch must have predicted with its strategy (not silently with its default one)
+    strategy = getattr(gpytorch.models.exact_prediction_strategies, "LowRankRootPredictionStrategy", None)
+    if strategy is not None and type(model.prediction_strategy) is not strategy:
+        raise RuntimeError(
+            f"gpytorch predicted with {type(model.prediction_strategy).__name__}, not {strategy.__name__}"
+        )
+    return outputs
 
 
 def run_selftest(case: Case, data: Data) -> dict[str, Any]:
