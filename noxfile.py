@@ -121,6 +121,12 @@ def install_variant(session: nox.Session, variant: str, *extra: str) -> Path:
     return wheel
 
 
+def install_forks(session: nox.Session, *extra: str) -> Path:
+    """Fresh venv with the README's two installs: the fork's linear_operator and the patched gpytorch (then
+    ``extra``); returns the fork's wheel."""
+    return install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")), *extra)
+
+
 def install_stock_site(session: nox.Session, site: Path) -> Path:
     """Stock's wheel installed into ``site`` (pip --target): the variant a run picks by PYTHONPATH next to the
     venv's fork."""
@@ -224,7 +230,7 @@ def copy_checkout(destination: Path) -> None:
 def examples(session: nox.Session) -> None:
     """The README's example, as written and in float64, and each of examples/*.py at its small size, installed as the
     README's Install says: the fork and the patched gpytorch."""
-    install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")))
+    install_forks(session)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     blocks = re.findall(r"(?ms)^## Example\n.*?^```python\n(.*?)^```", readme)
     if len(blocks) != 1:
@@ -297,8 +303,7 @@ def gpytorch(session: nox.Session, variant: str) -> None:
         install_variant(session, variant, GPYTORCH, "pytest")
         run_suite(session, "gpytorch-suite", variant, fork_sdist.pristine_tree(GPYTORCH_PROJECT) / "test")
         return
-    patched = build_wheel(session, "gpytorch-fork")
-    install_variant(session, "fork", str(patched), "pytest")
+    install_forks(session, "pytest")
     probe = (
         "import sys, gpytorch, linear_operator as lo; "
         "print('gpytorch', gpytorch.__version__, 'from', gpytorch.__file__); "
@@ -322,7 +327,7 @@ def cases(session: nox.Session, variant: str) -> None:
     """The large-M cases, each in its own memory-capped subprocess (fork also runs the plain-torch reference;
     gpytorch-fork: the prediction cases e and f on the fork with the patched gpytorch's prediction strategy)."""
     if variant == "gpytorch-fork":
-        install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")))
+        install_forks(session)
         for device in DEVICES:
             session.run(
                 "python", "-m", "linear_operator_fork", "cases", "run", "--variant", variant, "--device", device,
@@ -465,7 +470,7 @@ def differential_run(session: nox.Session, variant: str) -> None:
     """Every case of cases.json on the installed variant, one child process at a time (a crash is a record);
     gpytorch-fork: the prediction cases, on the fork with the patched gpytorch."""
     if variant == "gpytorch-fork":
-        install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")), "hypothesis", "scipy")
+        install_forks(session, "hypothesis", "scipy")
         ops = ["--ops", "predict"]
     else:
         install_variant(session, variant, GPYTORCH, "hypothesis", "scipy")
