@@ -102,7 +102,8 @@ def check_project(project: recipe.Project, author: str) -> None:
 
 def cmd_tree(args: argparse.Namespace) -> int:
     project = recipe.load().project(args.project)
-    print(build.patched_tree(project, destination=Path(args.dir) if args.dir else None))
+    destination = Path(args.dir) if args.dir else None
+    print(build.patched_tree(project, destination=destination, through=args.through))
     return 0
 
 
@@ -148,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=pr.run_apply)
     sub = commands.add_parser("tree", help="write the patched source tree the wheel is built from")
     sub.add_argument("dir", nargs="?", default=None)
+    sub.add_argument("--through", type=int, metavar="K", help="the first K patches only (version <v>+fork.N.throughK)")
     add_project_argument(sub)
     sub.set_defaults(handler=cmd_tree)
     runner.add_arguments(commands)
