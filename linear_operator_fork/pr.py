@@ -7,7 +7,9 @@ the branch of the (k-1)-th (the first on upstream). ``build/pr/`` holds
   previous branch, on a base: by default the pinned release's tree from the verified sdist (works offline), or any
   upstream git ref (``--upstream-git URL --ref REF``);
 * ``<k>-<branch>/``, one folder per pull request: ``PR_DESCRIPTION.md`` (its title, its own problem and change: the
-  patch's commit message; the cases and differential operations that measure it, from the last ``nox -s verify``;
+  patch's commit message; its table against the pull request below it, from ``docs/prs/`` while current
+  (:mod:`linear_operator_fork.prbench`); the cases and differential operations that measure it, from the last
+  ``nox -s verify``;
   where it stands in the stack; how to reproduce), ``<branch>.bundle`` (its branch, to fetch into a clone of
   upstream) and ``lint.txt`` (upstream's own lint, at upstream's pinned versions, on the files it touches, at its
   branch).
@@ -35,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from linear_operator_fork import recipe, report, sdist, series
+from linear_operator_fork import prbench, recipe, report, sdist, series
 from linear_operator_fork.recipe import BUILD_DIR, ForkError
 from linear_operator_fork.verify import records as record_files
 from linear_operator_fork.verify.records import Record
@@ -283,8 +285,10 @@ def describe(
     fork_url: str | None = None,
     lint_ok: bool | None = None,
     lint_tools: Sequence[str] = LINT_REQUIREMENTS,
+    benchmark: Sequence[str] = (),
 ) -> str:
-    """PR_DESCRIPTION.md of one pull request: title, its commit message, its measurements, the stack, reproduce."""
+    """PR_DESCRIPTION.md of one pull request: title, its commit message, its measurements (``benchmark``: its prefix
+    benchmark's lines, :func:`linear_operator_fork.prbench.description_lines`), the stack, reproduce."""
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(results.stat().st_mtime)) if results.exists() else "?"
     stale = stale_versions(rec, records)
     fork = f"[the fork]({fork_url})" if fork_url else "the fork (linear_operator_fork)"
@@ -305,6 +309,7 @@ def describe(
         "",
         "## Measurements",
         "",
+        *benchmark,
     ]
     cases = pull.pull_request.cases
     if cases:
@@ -324,7 +329,7 @@ def describe(
             *differential_table(differential, pull.pull_request.differential),
             "",
         ]
-    if not cases and not pull.pull_request.differential:
+    if not cases and not pull.pull_request.differential and not benchmark:
         out += ["Its tests (in the commit) are its measurement.", ""]
     suites = [r for r in records if record_files.is_suite(r) and (not gpytorch or r["case"] == "gpytorch-suite")]
     if suites:
@@ -441,6 +446,8 @@ def add_pr_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", help=f"output folder (default: {PR_DIR}, or {LINT_ONLY_DIR} with --lint-only; gpytorch: /gpytorch)"
     )
     parser.add_argument("--fork-url", default=fork_url_default(), help="this fork's URL, for the descriptions")
+    parser.add_argument("--pr-benchmarks", type=Path, default=prbench.PRS_DIR,
+                        help="each pull request's benchmark against the one below it (default: docs/prs)")  # fmt: skip
     parser.add_argument(
         "--author",
         help="'Name <email>': author and committer of the commits, dated now (default: fork.toml's pr.author)",
@@ -494,6 +501,7 @@ def run_pr(args: argparse.Namespace) -> int:
         log(f"warning: {results} measured {', '.join(stale)}, the series is {rec.fork_version}: run nox -s verify")
     if not args.lint_only:
         log("[3/3] bundles and descriptions")
+        benchmarks = benchmark_sections(rec, args.pr_benchmarks)
         for pull in pulls:
             folder = out / f"{pull.number}-{pull.pull_request.branch}"
             since = pull.previous or base.commit
@@ -509,6 +517,7 @@ def run_pr(args: argparse.Namespace) -> int:
                 args.fork_url,
                 lint_results.get(pull.number),
                 lint_tools,
+                benchmarks.get(pull.number, ()),
             )
             (folder / "PR_DESCRIPTION.md").write_text(text, encoding="utf-8")
             print(f"{folder}: {pull.message.subject}")
@@ -527,6 +536,19 @@ def run_pr(args: argparse.Namespace) -> int:
             + ", ".join(map(str, lints))
         )
     return 0
+
+
+def benchmark_sections(rec: recipe.Project, folder: Path) -> dict[int, list[str]]:
+    """Each pull request's prefix benchmark (docs/prs/<K>-<branch>.md) for its description, while current; the log
+    names the missing and stale ones (never an error: a clean clone has none). linear_operator's stack only."""
+    if rec.name != "linear_operator":
+        return {}
+    sections = {}
+    for table in prbench.tables(rec, folder):
+        if (problem := prbench.problem(table)) is not None:
+            log(f"pull request {table.through}: no benchmark table ({problem}): {prbench.command(table.through)}")
+        sections[table.through] = prbench.description_lines(table)
+    return sections
 
 
 def add_apply_arguments(parser: argparse.ArgumentParser) -> None:

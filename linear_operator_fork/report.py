@@ -1,6 +1,8 @@
 """The report: stock vs fork, side by side, from the records of a verify or benchmark run.
 
     python -m linear_operator_fork report build/verify [--cases-only] [--readme docs/benchmark.md]
+    python -m linear_operator_fork report build/benchmark-prs/K --through K   (docs/prs/<K>-<branch>.md)
+    python -m linear_operator_fork report --prs                                (README.md: what each PR buys)
 
 The one place that renders the records (:mod:`linear_operator_fork.verify.records`): the verify report, the tables of
 the pull requests' descriptions (:mod:`linear_operator_fork.pr`) and the benchmark's table in the documents
@@ -25,7 +27,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from linear_operator_fork import prbench
 from linear_operator_fork.recipe import ForkError
+from linear_operator_fork.recipe import load as load_recipe
 from linear_operator_fork.verify import records as record_files
 from linear_operator_fork.verify.records import GIB, SUITE_VARIANTS, SUITES, Record
 
@@ -401,14 +405,56 @@ def plot(records: list[Record], folder: Path) -> list[str]:
 def add_arguments(commands: Any) -> None:
     """The ``report`` subcommand of ``python -m linear_operator_fork``."""
     parser = commands.add_parser("report", help="stock vs fork: results.json, report.md and plots of a run's records")
-    parser.add_argument("folder", type=Path, help="the run's folder, holding records/ (e.g. build/verify)")
+    parser.add_argument("folder", type=Path, nargs="?", help="the run's folder, holding records/ (e.g. build/verify)")
     parser.add_argument("--cases-only", action="store_true", help="no suite records expected (the benchmark)")
     parser.add_argument("--readme", type=Path, help=f"also write the cases table into this file's {README_BEGIN} block")
     parser.add_argument("--command", default="nox -s benchmark", help="the command named above the README's table")
+    parser.add_argument("--through", type=int, metavar="K",
+                        help="the folder holds prefixes K-1 and K (nox -s benchmark -- --through K): write "
+                        "docs/prs/<K>-<branch>.md, pull request K against the one below it")  # fmt: skip
+    parser.add_argument("--prs", action="store_true",
+                        help=f"write README.md's summary of docs/prs/ (its {prbench.SUMMARY_BEGIN} block)")  # fmt: skip
+    parser.add_argument("--prs-dir", type=Path, default=prbench.PRS_DIR, help="the tables (default: docs/prs)")
     parser.set_defaults(handler=run_command)
 
 
+def write_pr_table(folder: Path, through: int, prs_dir: Path) -> None:
+    """docs/prs/<K>-<branch>.md from the records of ``folder`` (``nox -s benchmark -- --through K``)."""
+    records = record_files.load(folder)
+    if not records:
+        raise ForkError(f"no records under {folder / 'records'}: run `{prbench.command(through)}`")
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    data = prbench.table_data(load_recipe(), through, records, date)
+    path = prbench.write_table(prs_dir, data)
+    print("\n".join(prbench.table_lines(data)))
+    print(f"wrote {path}")
+
+
+def write_pr_summary(readme: Path, prs_dir: Path) -> None:
+    """README.md's table of what each pull request buys, from docs/prs/; names the tables that are not current."""
+    project = load_recipe()
+    lines = prbench.summary_lines(project, prs_dir)
+    record_files.replace_block(readme, prbench.SUMMARY_BEGIN, prbench.SUMMARY_END, lines)
+    print("\n".join(lines))
+    for table in prbench.tables(project, prs_dir):
+        if (found := prbench.problem(table)) is not None:
+            print(f"note: pull request {table.through}: {found}; measure it: {prbench.command(table.through)}")
+    for path in prbench.orphans(project, prs_dir):
+        print(f"note: {path} is no pull request's table now (a branch renamed or dropped?): remove it")
+    print(f"wrote what each pull request buys into {readme}")
+
+
 def run_command(args: argparse.Namespace) -> int:
+    if args.through is not None:
+        if args.folder is None:
+            raise ForkError("--through K needs the run's folder (build/benchmark-prs/K)")
+        write_pr_table(args.folder, args.through, args.prs_dir)
+    if args.prs:
+        write_pr_summary(args.readme or prbench.README, args.prs_dir)
+    if args.through is not None or args.prs:
+        return 0
+    if args.folder is None:
+        raise ForkError("report: give the run's folder (e.g. build/verify), or --prs")
     records = record_files.load(args.folder)
     if not records:
         raise ForkError(f"no records under {args.folder / 'records'}: run `nox -s verify` (or benchmark)")
