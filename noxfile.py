@@ -31,6 +31,7 @@ import nox
 # `nox` (the console script) does not put the noxfile's folder on sys.path; our tooling lives there.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from linear_operator_fork import build as fork_build
+from linear_operator_fork import prbench as fork_prbench
 from linear_operator_fork import recipe as fork_recipe
 from linear_operator_fork import report as fork_report
 from linear_operator_fork import sdist as fork_sdist
@@ -132,6 +133,41 @@ def install_stock_site(session: nox.Session, site: Path) -> Path:
     venv's fork."""
     shutil.rmtree(site, ignore_errors=True)
     wheel = build_wheel(session, "stock")
+    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel))
+    return site
+
+
+def prefix_wheel(session: nox.Session, through: int) -> Path:
+    """The wheel of the series' first ``through`` patches (``<v>+fork.N.throughK``) in ``dist/through-K/``, built
+    unless the one there matches the series now; prefix 0 is stock's wheel."""
+    if through == 0:
+        return build_wheel(session, "stock")
+    patches = fork_build.prefix_series(fork_series.read_series(RECIPE.series_file, RECIPE.patches_dir), through)
+    version = fork_build.prefix_version(RECIPE, through)
+    target = DIST / fork_prbench.label(through)
+    wheels = sorted(target.glob(f"{RECIPE.name}-{version}-*.whl"))
+    if len(wheels) == 1:
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            if wheel.read(RECIPE.version_file).decode() == fork_build.version_module(RECIPE, patches, through):
+                session.log(f"prefix {through} wheel: {wheels[0].name} (already built for this series)")
+                return wheels[0]
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    setting = f"{fork_build.THROUGH_SETTING}={through}"
+    session.run("python", "-m", "pip", "wheel", "--no-deps", "--config-settings", setting,
+                "--wheel-dir", str(target), str(ROOT))  # fmt: skip
+    wheels = sorted(target.glob(f"{RECIPE.name}-{version}-*.whl"))
+    if len(wheels) != 1:
+        session.error(f"expected the wheel of {version} in {target}, found {sorted(p.name for p in target.iterdir())}")
+    session.log(f"prefix {through} wheel: {wheels[0].name}")
+    return wheels[0]
+
+
+def install_prefix_site(session: nox.Session, through: int) -> Path:
+    """Prefix ``through``'s wheel installed into its own folder of the venv (pip --target), for ``--pythonpath``."""
+    site = Path(session.virtualenv.location) / f"site-{fork_prbench.label(through)}"  # outside build/: installed code
+    shutil.rmtree(site, ignore_errors=True)
+    wheel = prefix_wheel(session, through)
     session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel))
     return site
 
@@ -364,12 +400,20 @@ def benchmark(session: nox.Session) -> None:
 
     Stock gets a larger memory cap here (LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB, default 20) so that its
     peak is measured rather than cut off. Results: build/benchmark/.
+
+    nox -s benchmark -- --through K [--size S]   pull request K against the one below it (prefixes K-1 and K of the
+                                                 series; 0: stock) on the cases it claims: docs/prs/<K>-<branch>.md,
+                                                 and README.md's "what each pull request buys" (build/benchmark-prs/K)
     """
+    stock_cap = os.environ.get("LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB", "20")
+    if "--through" in session.posargs:
+        through, size, rest = prefix_arguments(session)
+        benchmark_prefixes(session, through, size, rest, stock_cap)
+        return
     install_variant(session, "fork", GPYTORCH, "matplotlib")
     stock_site = install_stock_site(session, Path(session.virtualenv.location) / "site-stock")
     folder = ROOT / "build" / "benchmark"
     shutil.rmtree(folder, ignore_errors=True)
-    stock_cap = os.environ.get("LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB", "20")
     variants = {
         "stock": ["--pythonpath", str(stock_site), "--cap-gib", stock_cap],
         "fork": [],
@@ -396,6 +440,60 @@ def benchmark(session: nox.Session) -> None:
     if not session.posargs and (folder / fork_report.PLOT).is_file():
         shutil.copyfile(folder / fork_report.PLOT, ROOT / "docs" / fork_report.PLOT)
         session.log(f"wrote docs/{fork_report.PLOT}")
+
+
+def prefix_arguments(session: nox.Session) -> tuple[int, str, list[str]]:
+    """``--through K`` and ``--size S`` (default cpu) of the benchmark's arguments; the rest go to ``cases run``."""
+    through, size, rest = None, "cpu", []
+    words = iter(session.posargs)
+    for word in words:
+        if word in ("--through", "--size"):
+            value = next(words, None)
+            if value is None:
+                session.error(f"usage: nox -s benchmark -- --through K [--size S] ({word} needs a value)")
+            if word == "--size":
+                size = value
+            elif not value.isdigit():
+                session.error(f"--through {value}: expected K, the pull request's number in the stack (1, 2, ...)")
+            else:
+                through = int(value)
+        else:
+            rest.append(word)
+    count = len(RECIPE.stack)
+    if through is None or not 1 <= through <= count:
+        session.error(f"--through {through}: fork.toml's stack has pull requests 1 to {count}")
+    return through, size, rest
+
+
+def benchmark_prefixes(session: nox.Session, through: int, size: str, rest: list[str], cap: str) -> None:
+    """Pull request ``through`` against the one below it: prefixes K-1 and K of the series, each from its own
+    ``--target`` site, on the benchmark cases it claims, COO and CSR; then docs/prs/<K>-<branch>.md and the README's
+    summary. Every prefix gets the larger cap: a prefix without the sparse regrouping densifies as stock does."""
+    session.install(TORCH)
+    # stock's linear_operator for gpytorch's requirement (each run's --pythonpath site shadows it); tomli: fork.toml
+    session.install(str(build_wheel(session, "stock")), GPYTORCH, "tomli; python_version < '3.11'")
+    prefixes = (through - 1, through)
+    sites = {prefix: install_prefix_site(session, prefix) for prefix in prefixes}
+    cases = fork_prbench.benchmark_cases(RECIPE.stack[through - 1])
+    folder = ROOT / "build" / "benchmark-prs" / str(through)
+    shutil.rmtree(folder, ignore_errors=True)
+    runs = [(layout, prefix) for layout in fork_prbench.LAYOUTS for prefix in prefixes]
+    session.log(
+        f"benchmark of pull request {through} ({RECIPE.stack[through - 1].branch}): prefixes {prefixes[0]} and "
+        f"{prefixes[1]}, cases {','.join(cases)}, size {size}; a prefix without the sparse regrouping densifies as "
+        "stock does: about 5 min per layout at cpu size on a 2-core machine"
+    )
+    started = time.perf_counter()
+    for index, (layout, prefix) in enumerate(runs, start=1):
+        elapsed = time.perf_counter() - started
+        left = f", about {elapsed / (index - 1) * (len(runs) - index + 1) / 60:.0f} min left" if index > 1 else ""
+        session.log(f"benchmark {index}/{len(runs)}: {fork_prbench.label(prefix)}, {layout}{left}")
+        session.run(
+            "python", "-m", "linear_operator_fork", "cases", "run", "--variant", fork_prbench.label(prefix),
+            "--cases", ",".join(cases), "--size", size, "--layout", layout, "--pythonpath", str(sites[prefix]),
+            "--cap-gib", cap, "--out", str(folder / "records" / f"{layout}-{fork_prbench.label(prefix)}.json"), *rest,
+        )  # fmt: skip
+    session.run("python", "-m", "linear_operator_fork", "report", str(folder), "--through", str(through), "--prs")
 
 
 @nox.session(venv_backend="none")
