@@ -128,13 +128,16 @@ def install_forks(session: nox.Session, *extra: str) -> Path:
     return install_variant(session, "fork", str(build_wheel(session, "gpytorch-fork")), *extra)
 
 
-def install_stock_site(session: nox.Session, site: Path) -> Path:
-    """Stock's wheel installed into ``site`` (pip --target): the variant a run picks by PYTHONPATH next to the
-    venv's fork."""
+def install_site(session: nox.Session, wheel: Path, site: Path) -> Path:
+    """``wheel`` installed into a fresh ``site`` (pip --target): a variant that a run picks by PYTHONPATH."""
     shutil.rmtree(site, ignore_errors=True)
-    wheel = build_wheel(session, "stock")
     session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel))
     return site
+
+
+def install_stock_site(session: nox.Session, site: Path) -> Path:
+    """Stock's wheel installed into ``site``: the variant a run picks by PYTHONPATH next to the venv's fork."""
+    return install_site(session, build_wheel(session, "stock"), site)
 
 
 def prefix_wheel(session: nox.Session, through: int) -> Path:
@@ -166,10 +169,7 @@ def prefix_wheel(session: nox.Session, through: int) -> Path:
 def install_prefix_site(session: nox.Session, through: int) -> Path:
     """Prefix ``through``'s wheel installed into its own folder of the venv (pip --target), for ``--pythonpath``."""
     site = Path(session.virtualenv.location) / f"site-{fork_prbench.label(through)}"  # outside build/: installed code
-    shutil.rmtree(site, ignore_errors=True)
-    wheel = prefix_wheel(session, through)
-    session.run("python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(wheel))
-    return site
+    return install_site(session, prefix_wheel(session, through), site)
 
 
 @nox.session
