@@ -402,8 +402,9 @@ def benchmark(session: nox.Session) -> None:
     peak is measured rather than cut off. Results: build/benchmark/.
 
     nox -s benchmark -- --through K [--size S]   pull request K against the one below it (prefixes K-1 and K of the
-                                                 series; 0: stock) on the cases it claims: docs/prs/<K>-<branch>.md,
-                                                 and README.md's "what each pull request buys" (build/benchmark-prs/K)
+                                                 series; 0: stock) on the cases it claims among a, b, d and g (a, b
+                                                 and g when none): docs/prs/<K>-<branch>.md, and README.md's "what
+                                                 each pull request buys" (build/benchmark-prs/K)
     """
     stock_cap = os.environ.get("LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB", "20")
     if "--through" in session.posargs:
@@ -467,8 +468,9 @@ def prefix_arguments(session: nox.Session) -> tuple[int, str, list[str]]:
 
 def benchmark_prefixes(session: nox.Session, through: int, size: str, rest: list[str], cap: str) -> None:
     """Pull request ``through`` against the one below it: prefixes K-1 and K of the series, each from its own
-    ``--target`` site, on the benchmark cases it claims, COO and CSR; then docs/prs/<K>-<branch>.md and the README's
-    summary. Every prefix gets the larger cap: a prefix without the sparse regrouping densifies as stock does."""
+    ``--target`` site, on the cases it claims (``prbench.benchmark_cases``), COO and CSR; then
+    docs/prs/<K>-<branch>.md and the README's summary. Every prefix gets the larger cap: a prefix without the sparse
+    regrouping densifies as stock does."""
     session.install(TORCH)
     # stock's linear_operator for gpytorch's requirement (each run's --pythonpath site shadows it); tomli: fork.toml
     session.install(str(build_wheel(session, "stock")), GPYTORCH, "tomli; python_version < '3.11'")

@@ -1,15 +1,18 @@
 """What each pull request buys: its prefix of the series against the prefix below it, in one benchmark run.
 
 ``nox -s benchmark -- --through K`` builds the wheels of the series' first K-1 and first K patches (prefix 0: stock),
-runs the benchmark cases that pull request K claims (fork.toml's ``cases`` of ``[[pr.stack]]`` entry K, among a, b
-and g; all three when it claims none of them, so that its table shows what it costs) on both, COO and CSR, then
+runs the cases that pull request K claims among :data:`PR_CASES` (fork.toml's ``cases`` of ``[[pr.stack]]`` entry K:
+a, b and g, the benchmark's training steps, and d, ``MatmulLinearOperator(Uᵀ, U).to_dense()``), or the benchmark's
+a, b and g when it claims none of them, so that its table shows what it costs (:func:`benchmark_cases`), on both
+prefixes, COO and CSR, then
 
 * ``python -m linear_operator_fork report build/benchmark-prs/K --through K`` writes ``docs/prs/<K>-<branch>.md``
   (:func:`write_table`): the pull request's branch and title, the sha256 of its prefix's diffs (the digest of
   :func:`linear_operator_fork.recipe.series_digest` over the first K patches), the machine, and a before/after table
   per case and layout; the data it was rendered from rides along in a comment on its first line;
 * ``python -m linear_operator_fork report --prs`` writes the README's summary, one row per pull request
-  (:func:`summary_lines`), between :data:`SUMMARY_BEGIN` and :data:`SUMMARY_END`.
+  (:func:`summary_lines`), between :data:`SUMMARY_BEGIN` and :data:`SUMMARY_END`: a column per layout of each case some
+  pull request of the stack is measured on (d only while one claims it), ``—`` where a case is not the row's.
 
 A table is *current* while its digest is the digest of the series' first K patches now; otherwise it is *stale*, and
 ``nox -s pr`` (:func:`description_lines`) says so, with the command that measures it again, instead of showing it.
@@ -32,7 +35,8 @@ from linear_operator_fork.verify.records import GIB, Record
 
 PRS_DIR = ROOT / "docs" / "prs"
 README = ROOT / "README.md"
-BENCHMARK_CASES = ("a", "b", "g")  # the benchmark's cases (nox -s benchmark)
+BENCHMARK_CASES = ("a", "b", "g")  # the benchmark's cases (nox -s benchmark): what a pull request claiming none costs
+PR_CASES = ("a", "b", "d", "g")  # the cases a pull request's table measures when it claims them
 LAYOUTS = ("coo", "csr")
 SUMMARY_BEGIN, SUMMARY_END = "<!-- what-each-pr-buys:begin -->", "<!-- what-each-pr-buys:end -->"
 DATA_PREFIX = "<!-- pr-benchmark "
@@ -51,8 +55,8 @@ def command(through: int) -> str:
 
 
 def benchmark_cases(pull_request: recipe.StackedPR) -> list[str]:
-    """The benchmark cases a pull request claims; all of them when it claims none (its table shows what it costs)."""
-    claimed = [case for case in BENCHMARK_CASES if case in pull_request.cases]
+    """The cases of :data:`PR_CASES` a pull request claims; the benchmark's when it claims none (what it costs)."""
+    claimed = [case for case in PR_CASES if case in pull_request.cases]
     return claimed or list(BENCHMARK_CASES)
 
 
@@ -357,8 +361,11 @@ def lines_added(patch: Path) -> tuple[int, int]:
     return code, tests
 
 
-def summary_cell(table: Table, case: str, layout: str) -> str:
-    """``0.01× / 0.07×`` (last step, peak: after/before), or ``stale``, ``not measured``, ``—`` (not its case)."""
+def summary_cell(table: Table, case: str, layout: str, cases: Sequence[str] = PR_CASES) -> str:
+    """``0.01× / 0.07×`` (last step, peak: after/before), or ``stale``, ``not measured``, ``—`` (not its case: not in
+    ``cases``, what its pull request is measured on, or no row of its table)."""
+    if case not in cases:
+        return "—"
     if table.state == "missing":
         return "not measured"
     if table.state == "stale" or table.data is None:
@@ -376,9 +383,17 @@ def summary_cell(table: Table, case: str, layout: str) -> str:
     return f"{ratio_text(ratio(after, before, 'last'))} / {ratio_text(ratio(after, before, 'peak'))}"
 
 
+def summary_cases(project: recipe.Project) -> list[str]:
+    """The summary's cases: those of :data:`PR_CASES` that some pull request of the stack is measured on."""
+    measured = {
+        case for pull_request in project.stack[: len(patch_names(project))] for case in benchmark_cases(pull_request)
+    }
+    return [case for case in PR_CASES if case in measured]
+
+
 def summary_lines(project: recipe.Project, folder: Path = PRS_DIR) -> list[str]:
     """The README's table: one row per pull request, its lines added, its after/before ratios per case and layout."""
-    columns = [(case, layout) for case in BENCHMARK_CASES for layout in LAYOUTS]
+    columns = [(case, layout) for case in summary_cases(project) for layout in LAYOUTS]
     lines = [
         "| # | branch | lines added (code + tests) | " + " | ".join(f"{c} {layout}" for c, layout in columns) + " |",
         "|---|---|---|" + "---|" * len(columns),
@@ -387,7 +402,8 @@ def summary_lines(project: recipe.Project, folder: Path = PRS_DIR) -> list[str]:
     names = patch_names(project)
     for table in found:
         code, tests = lines_added(project.patches_dir / names[table.through - 1])
-        cells = [summary_cell(table, case, layout) for case, layout in columns]
+        cases = benchmark_cases(project.stack[table.through - 1])
+        cells = [summary_cell(table, case, layout, cases) for case, layout in columns]
         lines.append(f"| {table.through} | `{table.branch}` | {code} + {tests} | " + " | ".join(cells) + " |")
     sizes = sorted({str(t.data.get("size")) for t in found if t.state == "current" and t.data} - {"cpu"})
     if sizes:

@@ -103,10 +103,26 @@ def test_tree_through_parses():
 
 @pytest.mark.parametrize(
     ("cases", "expected"),
-    [(("c",), ["a", "b", "g"]), ((), ["a", "b", "g"]), (("a", "b", "d", "g"), ["a", "b", "g"]), (("g", "e"), ["g"])],
+    [
+        (("d",), ["d"]),  # the Gram chain's pull request: its case only, not what a, b and g cost
+        (("a", "b"), ["a", "b"]),
+        (("g", "e"), ["g"]),
+        (("d", "a"), ["a", "d"]),  # in the cases' order
+        (("a", "b", "d", "g"), ["a", "b", "d", "g"]),
+        ((), ["a", "b", "g"]),  # none claimed: the benchmark's cases, what it costs
+        (("c",), ["a", "b", "g"]),
+        (("e", "f"), ["a", "b", "g"]),
+    ],
 )
-def test_benchmark_cases_are_the_claimed_ones_or_all(cases, expected):
+def test_benchmark_cases_are_the_claimed_ones_or_the_benchmarks(cases, expected):
     assert prbench.benchmark_cases(StackedPR("x", cases, ())) == expected
+
+
+def test_the_real_stack_measures_case_d_where_it_is_claimed(real_recipe):
+    for pull_request in real_recipe.stack:
+        cases = prbench.benchmark_cases(pull_request)
+        assert ("d" in cases) == ("d" in pull_request.cases)
+        assert set(cases) <= set(prbench.PR_CASES) and cases
 
 
 def test_prefix_digest_is_the_series_digest_of_the_first_k_patches(tiny_recipe):
@@ -208,13 +224,52 @@ def test_summary_rows(tiny_recipe, tmp_path):
     folder = tmp_path / "prs"
     prbench.write_table(folder, table_of(tiny_recipe, 1))
     lines = prbench.summary_lines(tiny_recipe, folder)
-    assert lines[0] == "| # | branch | lines added (code + tests) | a coo | a csr | b coo | b csr | g coo | g csr |"
-    assert lines[2] == "| 1 | `five` | 1 + 0 | 0.25× / 0.25× | 0.005× / 0.25× | before: oom | — | — | — |"
-    assert lines[3] == "| 2 | `new-module` | 2 + 0 | " + " | ".join(["not measured"] * 6) + " |"
+    header = (
+        "| # | branch | lines added (code + tests) | a coo | a csr | b coo | b csr | d coo | d csr | g coo | g csr |"
+    )
+    assert lines[0] == header  # new-module claims d: its columns
+    assert lines[1] == "|---|---|---|" + "---|" * 8
+    assert lines[2] == "| 1 | `five` | 1 + 0 | 0.25× / 0.25× | 0.005× / 0.25× | before: oom | — | — | — | — | — |"
+    # new-module is measured on a and d only: "—" under b and g, not "not measured"
+    assert (
+        lines[3]
+        == "| 2 | `new-module` | 2 + 0 | not measured | not measured | — | — | not measured | not measured | — | — |"
+    )
     assert "size small" in lines[-1]  # not the benchmark's size: said so
     first = tiny_recipe.patches_dir / prbench.patch_names(tiny_recipe)[0]
     first.write_text(first.read_text().replace("+line five", "+line 5ive"))
-    assert prbench.summary_lines(tiny_recipe, folder)[2] == "| 1 | `five` | 1 + 0 | " + " | ".join(["stale"] * 6) + " |"
+    stale = " | ".join(["stale"] * 4 + ["—"] * 2 + ["stale"] * 2)  # five's cases are a, b and g
+    assert prbench.summary_lines(tiny_recipe, folder)[2] == f"| 1 | `five` | 1 + 0 | {stale} |"
+
+
+def test_summary_has_d_columns_only_while_a_pull_request_claims_d(tiny_recipe, tmp_path):
+    without_d = dataclasses.replace(tiny_recipe, stack=(STACK[0], StackedPR("new-module", ("a", "b"), ())))
+    assert prbench.summary_cases(without_d) == ["a", "b", "g"]
+    lines = prbench.summary_lines(without_d, tmp_path / "prs")
+    assert lines[0] == "| # | branch | lines added (code + tests) | a coo | a csr | b coo | b csr | g coo | g csr |"
+    assert lines[3] == "| 2 | `new-module` | 2 + 0 | " + " | ".join(["not measured"] * 4 + ["—"] * 2) + " |"
+    assert prbench.summary_cases(tiny_recipe) == ["a", "b", "d", "g"]
+    only_d = dataclasses.replace(tiny_recipe, stack=(StackedPR("five", ("d",), ()), STACK[1]))
+    assert prbench.summary_cases(only_d) == ["a", "d"]  # no pull request is measured on b or g
+
+
+def test_a_pull_request_claiming_d_gets_its_d_rows_in_the_table_and_the_summary(tiny_recipe, tmp_path):
+    before, after = (prbench.prefix_version(tiny_recipe, prefix) for prefix in (1, 2))
+    records = [
+        record(prbench.label(1), "d", "coo", (4.0, 2.0), 1.0, version=before),
+        record(prbench.label(2), "d", "coo", (1.0, 0.5), 0.5, version=after),
+        record(prbench.label(1), "d", "csr", (4.0, 4.0), 2.0, version=before),
+        record(prbench.label(2), "d", "csr", (1.0, 0.4), 0.5, version=after),
+    ]
+    data = prbench.table_data(tiny_recipe, 2, records, "2026-01-02")
+    assert [(row["case"], row["layout"]) for row in data["rows"]] == [("d", "coo"), ("d", "csr")]
+    text = "\n".join(prbench.table_lines(data))
+    assert "| d | coo | 2000, 40 | 2.00 | 4.00 | 1.00 | 0.50 | 1.00 | 0.50 | 0.25× | 0.25× | 0.50× |" in text
+    assert "| d | csr | 2000, 40 | 4.00 | 4.00 | 2.00 | 0.40 | 1.00 | 0.50 | 0.10× | 0.25× | 0.25× |" in text
+    folder = tmp_path / "prs"
+    prbench.write_table(folder, data)
+    row = prbench.summary_lines(tiny_recipe, folder)[3]
+    assert row == "| 2 | `new-module` | 2 + 0 | — | — | — | — | 0.25× / 0.50× | 0.10× / 0.25× | — | — |"
 
 
 def test_description_shows_a_current_table_or_the_command(tiny_recipe, tmp_path):
