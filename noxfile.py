@@ -498,6 +498,26 @@ def benchmark_prefixes(session: nox.Session, through: int, size: str, rest: list
     session.run("python", "-m", "linear_operator_fork", "report", str(folder), "--through", str(through), "--prs")
 
 
+@nox.session
+def sgpr(session: nox.Session) -> None:
+    """What the series costs SGPR users (gpytorch's InducingPointKernel: a dense low-rank root, no sparse matrix):
+    stock against prefixes of the series, in alternating runs (linear_operator_fork/sgpr.py).
+
+    nox -s sgpr -- [K ...] [--size N --inducing M --steps S --rounds R]   prefixes K (default: the whole series)
+    """
+    prefixes = [int(word) for word in session.posargs if word.isdigit()]
+    rest = [word for word in session.posargs if not word.isdigit()]
+    last = len(RECIPE.stack)
+    if any(not 1 <= prefix <= last for prefix in prefixes):
+        session.error(f"usage: nox -s sgpr -- [K ...] [options]: each K a prefix from 1 to {last}")
+    session.install(TORCH)
+    session.install(str(build_wheel(session, "stock")), GPYTORCH)
+    variants = ["--variant", "installed"]
+    for prefix in prefixes or [last]:
+        variants += ["--variant", str(install_prefix_site(session, prefix))]
+    session.run("python", "-m", "linear_operator_fork.sgpr", *variants, *rest)
+
+
 @nox.session(venv_backend="none")
 def verify(session: nox.Session) -> None:
     """The main job: suites, large-M cases and differential cases on stock and fork, then the side-by-side report."""
