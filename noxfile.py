@@ -505,11 +505,20 @@ def sgpr(session: nox.Session) -> None:
 
     nox -s sgpr -- [K ...] [--size N --inducing M --steps S --rounds R]   prefixes K (default: the whole series)
     """
-    prefixes = [int(word) for word in session.posargs if word.isdigit()]
-    rest = [word for word in session.posargs if not word.isdigit()]
     last = len(RECIPE.stack)
-    if any(not 1 <= prefix <= last for prefix in prefixes):
-        session.error(f"usage: nox -s sgpr -- [K ...] [options]: each K a prefix from 1 to {last}")
+    usage = f"usage: nox -s sgpr -- [K ...] [--size N --inducing M --steps S --rounds R]: each K from 1 to {last}"
+    prefixes, rest = [], []
+    words = iter(session.posargs)
+    for word in words:
+        if word.startswith("--"):
+            value = next(words, None)
+            if value is None:
+                session.error(f"{usage} ({word} needs a value)")
+            rest += [word, value]
+        elif word.isdigit() and 1 <= int(word) <= last:
+            prefixes.append(int(word))
+        else:
+            session.error(f"{usage} (got {word!r})")
     session.install(TORCH)
     session.install(str(build_wheel(session, "stock")), GPYTORCH)
     variants = ["--variant", "installed"]
