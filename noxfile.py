@@ -118,7 +118,15 @@ def install_variant(session: nox.Session, variant: str, *extra: str) -> Path:
     if extra:
         session.install(*extra)
     probe = "import linear_operator as lo; print('linear_operator', lo.__version__, 'from', lo.__file__)"
-    session.run("python", "-c", probe)
+    output = session.run("python", "-c", probe, silent=True) or ""
+    session.log(output.strip())
+    # (nox -R and --no-install skip session.install: a reused venv keeps the build it was made with)
+    version = wheel.name.split("-")[1]
+    if output.split()[1:2] != [version]:
+        session.error(
+            f"this venv holds {output.strip() or 'no linear_operator'}, not the {variant} wheel {wheel.name}: nox "
+            "skips installs with -R or --no-install, so run this session without them (or with -r)"
+        )
     return wheel
 
 
