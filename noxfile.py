@@ -91,22 +91,22 @@ def build_wheel(session: nox.Session, variant: str, reuse: bool = True) -> Path:
     if existing is not None:
         session.log(f"{variant} wheel: {existing.name} (already built for this pin and series)")
         return existing
-    target = DIST / variant
+    source = {"fork": str(ROOT), "gpytorch-fork": str(ROOT / GPYTORCH_PACKAGE), "stock": f"{RECIPE.name}=={STOCK}"}
+    name = GPYTORCH_PROJECT.name if variant == "gpytorch-fork" else RECIPE.name
+    wheel = pip_wheel(session, DIST / variant, f"{name}-*.whl", source[variant])
+    session.log(f"{variant} wheel: {wheel.name}")
+    return wheel
+
+
+def pip_wheel(session: nox.Session, target: Path, pattern: str, *pip_args: str) -> Path:
+    """``pip wheel --no-deps`` of ``pip_args`` into a fresh ``target``; returns the one wheel there that matches
+    ``pattern``."""
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    if variant == "fork":
-        session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), str(ROOT))
-    elif variant == "gpytorch-fork":
-        package = str(ROOT / GPYTORCH_PACKAGE)
-        session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), package)
-    elif variant == "stock":
-        requirement = f"{RECIPE.name}=={STOCK}"
-        session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), requirement)
-    name = GPYTORCH_PROJECT.name if variant == "gpytorch-fork" else RECIPE.name
-    wheels = sorted(target.glob(f"{name}-*.whl"))
+    session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(target), *pip_args)
+    wheels = sorted(target.glob(pattern))
     if len(wheels) != 1:
-        session.error(f"expected one {name} wheel in {target}, found {[w.name for w in wheels]}")
-    session.log(f"{variant} wheel: {wheels[0].name}")
+        session.error(f"expected one wheel {pattern} in {target}, found {sorted(p.name for p in target.iterdir())}")
     return wheels[0]
 
 
@@ -162,16 +162,10 @@ def prefix_wheel(session: nox.Session, through: int) -> Path:
             if wheel.read(RECIPE.version_file).decode() == fork_build.version_module(RECIPE, patches, through):
                 session.log(f"prefix {through} wheel: {wheels[0].name} (already built for this series)")
                 return wheels[0]
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
     setting = f"{fork_build.THROUGH_SETTING}={through}"
-    session.run("python", "-m", "pip", "wheel", "--no-deps", "--config-settings", setting,
-                "--wheel-dir", str(target), str(ROOT))  # fmt: skip
-    wheels = sorted(target.glob(f"{RECIPE.name}-{version}-*.whl"))
-    if len(wheels) != 1:
-        session.error(f"expected the wheel of {version} in {target}, found {sorted(p.name for p in target.iterdir())}")
-    session.log(f"prefix {through} wheel: {wheels[0].name}")
-    return wheels[0]
+    wheel = pip_wheel(session, target, f"{RECIPE.name}-{version}-*.whl", "--config-settings", setting, str(ROOT))
+    session.log(f"prefix {through} wheel: {wheel.name}")
+    return wheel
 
 
 def install_prefix_site(session: nox.Session, through: int) -> Path:
