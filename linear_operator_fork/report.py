@@ -22,6 +22,7 @@ import argparse
 import datetime
 import json
 import platform
+import statistics
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -102,8 +103,9 @@ RowKey = tuple[str, str, float, str]  # case, device, N (or m), parameters as te
 
 
 def case_rows(records: list[Record]) -> tuple[list[str], dict[RowKey, dict[str, Record]]]:
-    """Variants in display order, and (case, device, size, params) -> variant -> record."""
-    rows: dict[RowKey, dict[str, dict]] = {}
+    """Variants in display order, and (case, device, size, params) -> variant -> record (the median of the rounds,
+    where a variant ran a case more than once: :func:`median_of_rounds`)."""
+    rows: dict[RowKey, dict[str, list[Record]]] = {}
     variants: list[str] = []
     for record in records:
         if record["case"] in SUITES:
@@ -111,12 +113,32 @@ def case_rows(records: list[Record]) -> tuple[list[str], dict[RowKey, dict[str, 
         device = "cuda" if str(record.get("device", "cpu")).lower() not in ("cpu",) else "cpu"
         params = record.get("params") or {}
         key = (record["case"], device, float(params.get("N", params.get("m", 0))), params_key(record))
-        rows.setdefault(key, {})[record["variant"]] = record
+        rows.setdefault(key, {}).setdefault(record["variant"], []).append(record)
         if record["variant"] not in variants:
             variants.append(record["variant"])
     order = {"stock": 0, "fork": 2, "reference": 3}
     variants.sort(key=lambda v: (order.get(v, 1), v))
-    return variants, rows
+    return variants, {key: {v: median_of_rounds(runs) for v, runs in by.items()} for key, by in rows.items()}
+
+
+def median_of_rounds(runs: list[Record]) -> Record:
+    """One record for the runs (rounds) of one case by one variant: the first run's, with the medians of its
+    seconds, of each step's seconds and of its peak, and ``rounds``, their number. A run that is not ok stands for
+    them all: a failure is never averaged away."""
+    if len(runs) == 1:
+        return runs[0]
+    failed = [run for run in runs if run["status"] != "ok"]
+    if failed:
+        return failed[0]
+    merged = {**runs[0], "rounds": len(runs)}
+    for field in ("seconds", "peak_bytes"):
+        values = [run[field] for run in runs if run.get(field) is not None]
+        if values:
+            merged[field] = statistics.median(values)
+    steps = [run.get("step_seconds") or [] for run in runs]
+    if steps[0] and all(len(each) == len(steps[0]) for each in steps):
+        merged["step_seconds"] = [statistics.median(column) for column in zip(*steps, strict=True)]
+    return merged
 
 
 def suite_problems(suite: str, stock: Record | None, fork: Record, fork_name: str = "fork") -> list[str]:
@@ -311,9 +333,13 @@ def benchmark_lines(records: list[Record], command: str) -> list[str]:
     fork = sorted({str(r["version"]) for r in records if r.get("variant") == "fork" and r.get("version")})
     torch = sorted({str(r["torch"]) for r in records if r.get("torch")})
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    _, rows = case_rows(records)
+    runs = [(name, run) for row in rows.values() for name, run in row.items()]
+    rounds = sorted({f"{name} {run['rounds']}" for name, run in runs if "rounds" in run})
+    medians = f" (medians of rounds: {', '.join(rounds)})" if rounds else ""
     return [
         f"`{command}`, {stamp}, fork {', '.join(fork) or '(none)'}, torch {', '.join(torch) or '?'}, on "
-        f"{platform.machine()} with {platform.python_implementation()} {platform.python_version()}:",
+        f"{platform.machine()} with {platform.python_implementation()} {platform.python_version()}{medians}:",
         "",
         *cases_table(records),
     ]
@@ -362,11 +388,13 @@ def plot(records: list[Record], folder: Path) -> list[str]:
     except ImportError:
         print("matplotlib not installed: no plots", file=sys.stderr)
         return []
+    _, rows = case_rows(records)  # (the medians of the rounds)
     sweep = [
         r
-        for r in records
-        if r["case"] == "a"
-        and str(r.get("device", "cpu")) == "cpu"
+        for (case, device, _, _), by_variant in rows.items()
+        for r in by_variant.values()
+        if case == "a"
+        and device == "cpu"
         and "N" in (r.get("params") or {})
         and r["params"].get("layout", "coo") == "coo"
     ]

@@ -119,6 +119,27 @@ def test_cases_table_ratios_and_messages():
     assert all("| a |" not in line for line in report.cases_table([case("a", "fork"), case("b", "fork")], ["b"]))
 
 
+def test_rounds_of_a_variant_are_shown_as_their_medians():
+    # Three rounds of the fork (in the order they ran), one of the reference: each column is the median of the fork's
+    runs = [
+        {**case("a", "fork"), "seconds": 1.0, "step_seconds": [0.8, 0.2], "peak_bytes": 1 * GIB},
+        {**case("a", "fork"), "seconds": 3.0, "step_seconds": [2.0, 1.0], "peak_bytes": 3 * GIB},
+        {**case("a", "fork"), "seconds": 2.0, "step_seconds": [1.5, 0.5], "peak_bytes": 2 * GIB},
+    ]
+    reference = {**case("a", "reference"), "step_seconds": [1.0, 0.25]}
+    lines = report.cases_table([*runs, reference])
+    cells = (
+        "ok, 2.00 s (1.50 + 0.50), 2.00 GiB | ok, 2.00 s (1.00 + 0.25), 1.00 GiB |  | 1.00× | 2.00× | 2.00× | 0.0e+00"
+    )
+    assert f"| a | cpu | N=1000 | {cells} |" in lines
+    assert "(medians of rounds: fork 3):" in report.benchmark_lines([*runs, reference], "nox -s benchmark")[0]
+    # A round that failed stands for them all
+    failed = {**case("a", "fork", "oom"), "message": "can't allocate"}
+    lines = report.cases_table([*runs, failed, reference])
+    assert any(line.startswith("| a | cpu | N=1000 | **oom**") for line in lines)
+    assert report.median_of_rounds(runs[:1]) is runs[0]
+
+
 def test_replace_block_rewrites_only_between_the_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"top\n{report.README_BEGIN}\nold\n{report.README_END}\nbottom\n")
