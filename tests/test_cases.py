@@ -134,6 +134,15 @@ def test_the_peak_is_that_of_the_measured_part():
     assert record["peak_bytes"] <= record["host_peak_bytes"]
 
 
+def test_prediction_inputs_name_every_row_exactly_beyond_float32():
+    # The inputs of cases e and f are row numbers: at CUDA sizes (2.01e7 rows) they pass 2**24, where float32 rounds
+    # them to even numbers (a wrong row, or one past the end)
+    pytest.importorskip("torch")
+    start = 2**24 - 1
+    rows = models.row_inputs(start, start + 4, "cpu").squeeze(-1).long().tolist()
+    assert rows == [start, start + 1, start + 2, start + 3]
+
+
 def test_reset_peak_rss_forgets_freed_memory():
     torch = pytest.importorskip("torch")
     from linear_operator_fork.verify import protocol

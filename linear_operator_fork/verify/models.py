@@ -107,6 +107,14 @@ def run_gp(case: str, data: SparseData, L: Any) -> dict[str, Any]:
     return {**result, "info": {"sparse_class": cls_name}}
 
 
+def row_inputs(start: int, stop: int, device: Any) -> Any:
+    """The inputs of the prediction cases: row numbers ``start .. stop - 1`` as a ``(stop - start) x 1`` float64
+    tensor, exact up to 2**53 (float32 holds integers exactly only up to 2**24, fewer than the rows at CUDA sizes)."""
+    import torch
+
+    return torch.arange(start, stop, dtype=torch.float64, device=device).unsqueeze(-1)
+
+
 def run_predict(case: str, data: SparseData, L: Any, num_test: int) -> dict[str, Any]:
     """Cases e and f: train as case a on the first N - T rows, then predict the last T rows (mean and variance).
 
@@ -136,8 +144,7 @@ def run_predict(case: str, data: SparseData, L: Any, num_test: int) -> dict[str,
         def select(rows: Any) -> Any:
             return cls(coo.index_select(0, rows).coalesce())
 
-    train_x = torch.arange(num_train, dtype=dtype, device=device).unsqueeze(-1)
-    test_x = torch.arange(num_train, data.N, dtype=dtype, device=device).unsqueeze(-1)
+    train_x, test_x = row_inputs(0, num_train, device), row_inputs(num_train, data.N, device)
     train_y = data.y[:num_train]
     train_rows_op = select(torch.arange(num_train, device=device))
 

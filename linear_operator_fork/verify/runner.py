@@ -20,7 +20,8 @@ taken by the interpreter, torch and gpytorch once imported). ``peak_bytes`` is t
 (interpreter, torch, the data, ``L``: ``baseline_rss_bytes``) but not the setup's temporaries
 (``setup_peak_bytes``). Where the peak cannot be reset, or a child dies without a record, it is the process's
 peak (``ru_maxrss`` from ``os.wait4``, ``host_peak_bytes`` in every record). On CUDA there is no cap (CUDA
-reserves address space) and ``peak_bytes`` is ``torch.cuda.max_memory_allocated()`` reported by the child.
+reserves address space) and ``peak_bytes`` is ``torch.cuda.max_memory_allocated()`` of the measured part (the
+allocator's peak is reset after the setup; ``setup_peak_bytes`` is the setup's), reported by the child.
 """
 
 from __future__ import annotations
@@ -257,9 +258,15 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
         warm_up()
     record["setup_seconds"] = time.perf_counter() - started
     # The peak of the measured part: the setup's temporaries (generating the data in float64, coalescing L) are left
-    # out; what stays resident (torch, the data, L) is counted
-    record["setup_peak_bytes"] = self_peak_rss()
-    record["peak_scope"] = "measured part" if reset_peak_rss() else "process"
+    # out; what stays resident (torch, the data, L) is counted. On CUDA the same, on the device's allocations
+    if device == "cuda":
+        torch.cuda.synchronize()
+        record["setup_peak_bytes"] = torch.cuda.max_memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        record["peak_scope"] = "measured part"
+    else:
+        record["setup_peak_bytes"] = self_peak_rss()
+        record["peak_scope"] = "measured part" if reset_peak_rss() else "process"
     record["baseline_rss_bytes"] = self_rss()
 
     started = time.perf_counter()
