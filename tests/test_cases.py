@@ -143,6 +143,18 @@ def test_prediction_inputs_name_every_row_exactly_beyond_float32():
     assert rows == [start, start + 1, start + 2, start + 3]
 
 
+def test_the_model_keeps_its_row_number_inputs_exact():
+    # The model is cast to the data's dtype (float32): its training inputs must stay the float64 row numbers, or the
+    # prediction (train and test rows together) selects rounded rows beyond 2**24
+    torch = pytest.importorskip("torch")
+    sparse = data.make_data(6, 4, torch.float32, "cpu")
+    train_x = models.row_inputs(2**24 - 3, 2**24 + 3, "cpu")
+    likelihood = models.make_likelihood("a", sparse)
+    model = models.sparse_observation_gp(sparse, train_x, sparse.y, likelihood, lambda x: None)
+    assert model.train_inputs[0].dtype == torch.float64
+    assert model.train_inputs[0].squeeze(-1).long().tolist() == list(range(2**24 - 3, 2**24 + 3))
+
+
 def test_reset_peak_rss_forgets_freed_memory():
     torch = pytest.importorskip("torch")
     from linear_operator_fork.verify import protocol

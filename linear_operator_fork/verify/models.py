@@ -73,6 +73,8 @@ def sparse_observation_gp(
             return gpytorch.distributions.MultivariateNormal(self.mean_module(x), covar)
 
     model = SparseObservationGP().to(device=device, dtype=dtype)
+    # (.to casts the training inputs too; those of the prediction cases are float64 row numbers, kept exact)
+    model.set_train_data(inputs=train_x, strict=False)
     set_raw(model.mean_module, "raw_constant")
     return model
 
