@@ -11,8 +11,10 @@
 # and every other wheel they need that the machine lacks: gpytorch and its dependencies (jaxtyping and
 # wadler_lindig for the thread release; scipy, scikit-learn, mpmath if absent). torch must already be installed.
 # Each linear_operator goes into OUTDIR/site-<variant>, the other wheels into OUTDIR/site-common (pip install
-# --no-index --no-deps --target); the cases run from this checkout on cuda and write OUTDIR/records-<variant>.json.
-# Environment: PYTHON (default python3), TIMEOUT seconds per case (default 900).
+# --no-index --no-deps --target); the cases run from this checkout on cuda and write OUTDIR/records-<K>-<variant>.json.
+# Environment: PYTHON (default python3), TIMEOUT seconds per case (default 900), BUDGET seconds (default: none): a
+# run not started within BUDGET seconds of the script's start is skipped, and says so (a lent GPU's time is short:
+# the runs come most telling first, the sweeps last).
 set -euo pipefail
 if [ $# -ne 2 ] || [ ! -d "$1" ]; then
     echo "usage: $0 WHEELDIR OUTDIR" >&2
@@ -24,6 +26,7 @@ out=$(cd "$2" && pwd)
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 timeout=${TIMEOUT:-900}
+budget=${BUDGET:-}
 pin() { "$py" -m linear_operator_fork pin "$1"; }
 version=$(pin version)
 fork_version=$(pin fork-version)
@@ -68,15 +71,26 @@ install "stock-$thread" "$thread_wheel"
 install fork "$fork"
 mkdir -p "$out/site-reference"  # the reference imports no linear_operator
 
+part=0
 run() {  # variant, then extra arguments of `cases run`
     local variant=$1
     shift
+    part=$((part + 1))
+    if [ -n "$budget" ] && [ "$SECONDS" -ge "$budget" ]; then
+        echo "skipped (BUDGET=$budget s spent): $variant $*" >&2
+        return
+    fi
     "$py" -m linear_operator_fork cases run --device cuda --size cuda --timeout "$timeout" --variant "$variant" \
-        --pythonpath "$out/site-$variant:$out/site-common" --out "$out/records-$variant.json" "$@"
+        --pythonpath "$out/site-$variant:$out/site-common" --out "$out/records-$part-$variant.json" "$@"
 }
 nvidia-smi || true
-run stock --sweep
+run fork --cases a,b,g,d,c
+run reference --cases a,b,g
+run stock --cases a,b
 run "stock-$thread" --cases c
-run fork --sweep
-run reference --cases a,b,e,f,g --sweep
+run fork --cases e,f
+run reference --cases e,f
+run fork --cases a --sweep
+run reference --cases a --sweep
+run stock --cases a --sweep
 echo "records: $out/records-*.json"
