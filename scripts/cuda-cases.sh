@@ -14,7 +14,7 @@
 # --no-index --no-deps --target); the cases run from this checkout on cuda and write OUTDIR/records-<K>-<variant>.json.
 # Environment: PYTHON (default python3), TIMEOUT seconds per case (default 900), BUDGET seconds (default: none): a
 # run not started within BUDGET seconds of the script's start is skipped, and says so (a lent GPU's time is short:
-# the runs come most telling first, the sweeps last).
+# the runs come most telling first: training (with case a's sweep), the thread's script, predictions).
 set -euo pipefail
 if [ $# -ne 2 ] || [ ! -d "$1" ]; then
     echo "usage: $0 WHEELDIR OUTDIR" >&2
@@ -84,13 +84,10 @@ run() {  # variant, then extra arguments of `cases run`
         --pythonpath "$out/site-$variant:$out/site-common" --out "$out/records-$part-$variant.json" "$@"
 }
 nvidia-smi || true
-run fork --cases a,b,g,d,c
-run reference --cases a,b,g
-run stock --cases a,b
+run fork --cases a,b,g,d,c --sweep
+run reference --cases a,b,g --sweep
+run stock --cases a,b --sweep
 run "stock-$thread" --cases c
 run fork --cases e,f
 run reference --cases e,f
-run fork --cases a --sweep
-run reference --cases a --sweep
-run stock --cases a --sweep
 echo "records: $out/records-*.json"
