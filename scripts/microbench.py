@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""The microbenchmarks that pull requests' messages quote: one operation of SparseLinearOperator, timed alone.
+
+    python scripts/microbench.py NAME [--site DIR] [--repeats R]
+
+NAME is one of:
+  gram      the Gram matrix L^T diag(w) L with its backward (w requires grad): pull request 7 (sparse-gram-utils)
+  rebuilt   an operator rebuilt from another one's representation (as linear_operator does in every training step)
+            multiplying by L and L^T, one column each: pull request 9 (sparse-shared-structures)
+  longrows  the Gram matrix of 1e6 rows of 4 entries and 10 rows of 500 entries: pull request 10 (sparse-gram-long-rows)
+  checks    constructing an operator (torch's or our own index checks, O(nnz)): pull request 11 (sparse-index-checks)
+
+L is the benchmark's matrix: 1e6 x 500, 4 entries per row, float32 (COO, and CSR for rebuilt and checks). One thread.
+Each prints the median and the range of R timed repetitions after one untimed warm-up call.
+
+--site DIR puts a linear_operator installed with pip --target first on sys.path, e.g. one prefix of the series as
+`nox -s benchmark -- --through K` installs them: .nox/benchmark/site-through-K (prefix K: pull requests 1 to K).
+Compare prefix K-1 with prefix K for pull request K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+ROWS, COLS, PER_ROW = 10**6, 500, 4
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=("gram", "rebuilt", "longrows", "checks"))
+    parser.add_argument("--site", help="a folder with linear_operator installed (pip --target), put first on sys.path")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
+    arguments = parser.parse_args()
+    if arguments.repeats < 1:
+        parser.error(f"--repeats must be at least 1; got {arguments.repeats}")
+    return arguments
+
+
+def benchmark_matrix(torch, generator):
+    """The benchmark's L: ROWS x COLS, PER_ROW distinct columns in every row, coalesced COO."""
+    first = torch.randint(COLS, (ROWS, 1), generator=generator)
+    step = torch.randint(1, COLS // PER_ROW, (ROWS, 1), generator=generator)
+    cols = (first + torch.arange(PER_ROW) * step) % COLS
+    rows = torch.arange(ROWS).repeat_interleave(PER_ROW)
+    values = torch.rand(ROWS * PER_ROW, generator=generator) + 0.5
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, cols.reshape(-1)]), values, (ROWS, COLS), check_invariants=False
+    ).coalesce()
+
+
+def long_rows_matrix(torch, generator):
+    """ROWS rows of PER_ROW entries and 10 rows of COLS entries (every column), at random rows."""
+    num_long = 10
+    short = (torch.randint(COLS, (ROWS, 1), generator=generator) + torch.arange(PER_ROW)) % COLS
+    rows = torch.cat(
+        [torch.arange(ROWS).repeat_interleave(PER_ROW), torch.arange(ROWS, ROWS + num_long).repeat_interleave(COLS)]
+    )
+    rows = torch.randperm(ROWS + num_long, generator=generator)[rows]
+    cols = torch.cat([short.reshape(-1), torch.arange(COLS).repeat(num_long)])
+    values = torch.randn(rows.numel(), generator=generator)
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), values, (ROWS + num_long, COLS), check_invariants=False
+    ).coalesce()
+
+
+def timed(function: Callable[[], object], repeats: int) -> list[float]:
+    function()  # warm-up (and first-call structures)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    arguments = parse_arguments()
+    if arguments.site:
+        sys.path.insert(0, arguments.site)
+    import linear_operator
+    import torch
+    from linear_operator.operators import SparseLinearOperator
+
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message="Sparse CS[RC] tensor support is in beta state")
+    generator = torch.Generator().manual_seed(0)
+    coo = benchmark_matrix(torch, generator)
+    runs: dict[str, Callable[[], object]] = {}
+    if arguments.name == "gram":
+        operator = SparseLinearOperator(coo)
+        weights = (torch.rand(ROWS, generator=generator) + 0.1).requires_grad_(True)
+        probe = torch.randn(COLS, COLS, generator=generator)
+        runs["coo"] = lambda: (operator._gram(weights) * probe).sum().backward()
+    elif arguments.name == "rebuilt":
+        rhs, lhs = torch.randn(COLS, 1, generator=generator), torch.randn(ROWS, 1, generator=generator)
+        for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
+            base = SparseLinearOperator(tensor)
+
+            def rebuilt(base=base) -> None:
+                operator = base.representation_tree()(*base.representation())
+                operator._matmul(rhs)
+                operator._transpose_nonbatch()._matmul(lhs)
+
+            runs[layout] = rebuilt
+    elif arguments.name == "longrows":
+        tensor = long_rows_matrix(torch, generator)
+        weights = torch.rand(tensor.size(0), generator=generator) + 0.5
+        runs["coo"] = lambda: SparseLinearOperator(tensor)._gram(weights)
+    else:
+        for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
+            runs[layout] = lambda tensor=tensor: SparseLinearOperator(tensor)
+    print(f"{arguments.name}: linear_operator {linear_operator.__version__} ({linear_operator.__file__}), one thread")
+    for layout, function in runs.items():
+        times = timed(function, arguments.repeats)
+        print(
+            f"  {layout}: median {statistics.median(times) * 1e3:.1f} ms "
+            f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}, {len(times)} runs)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

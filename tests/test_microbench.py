@@ -1,0 +1,33 @@
+"""scripts/microbench.py, the microbenchmarks that pull requests' messages quote: it runs on the installed
+linear_operator and refuses bad arguments with a message."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from linear_operator_fork.recipe import ROOT
+
+SCRIPT = ROOT / "scripts" / "microbench.py"
+
+
+def run(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, check=False)
+
+
+def test_checks_times_both_layouts_on_the_installed_linear_operator():
+    result = run("checks", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("checks: linear_operator ") and "one thread" in lines[0]
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["coo", "csr"]
+    assert all("median" in line and "1 runs" in line for line in lines[1:])
+
+
+def test_bad_arguments_are_refused_with_a_message():
+    result = run("checks", "--repeats", "0")
+    assert result.returncode == 2
+    assert "--repeats must be at least 1; got 0" in result.stderr
+    result = run("nothing")
+    assert result.returncode == 2
+    assert "invalid choice: 'nothing'" in result.stderr
