@@ -406,8 +406,9 @@ def benchmark(session: nox.Session) -> None:
 
     nox -s benchmark -- --through K [--size S]   pull request K against the one below it (prefixes K-1 and K of the
                                                  series; 0: stock) on the cases it claims among a, b, d and g (a, b
-                                                 and g when none): docs/prs/<K>-<branch>.md, and README.md's "what
-                                                 each pull request buys" (build/benchmark-prs/K)
+                                                 and g when none), at the size it claims (fork.toml's size, default
+                                                 cpu): docs/prs/<K>-<branch>.md, and README.md's "what each pull
+                                                 request buys" (build/benchmark-prs/K)
     """
     stock_cap = os.environ.get("LINEAR_OPERATOR_FORK_BENCHMARK_STOCK_CAP_GIB", "20")
     if "--through" in session.posargs:
@@ -458,8 +459,9 @@ BENCHMARK_ROUNDS = 3
 
 
 def prefix_arguments(session: nox.Session) -> tuple[int, str, list[str]]:
-    """``--through K`` and ``--size S`` (default cpu) of the benchmark's arguments; the rest go to ``cases run``."""
-    through, size, rest = None, "cpu", []
+    """``--through K`` and ``--size S`` (default: the size pull request K claims, ``fork.toml``'s ``size``, cpu when
+    it names none) of the benchmark's arguments; the rest go to ``cases run``."""
+    through, size, rest = None, None, []
     words = iter(session.posargs)
     for word in words:
         if word in ("--through", "--size"):
@@ -477,7 +479,7 @@ def prefix_arguments(session: nox.Session) -> tuple[int, str, list[str]]:
     count = len(RECIPE.stack)
     if through is None or not 1 <= through <= count:
         session.error(f"--through {through}: fork.toml's stack has pull requests 1 to {count}")
-    return through, size, rest
+    return through, size or RECIPE.stack[through - 1].size, rest
 
 
 def benchmark_prefixes(session: nox.Session, through: int, size: str, rest: list[str], cap: str) -> None:

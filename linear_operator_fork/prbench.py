@@ -405,7 +405,23 @@ def summary_lines(project: recipe.Project, folder: Path = PRS_DIR) -> list[str]:
         cases = benchmark_cases(project.stack[table.through - 1])
         cells = [summary_cell(table, case, layout, cases) for case, layout in columns]
         lines.append(f"| {table.through} | `{table.branch}` | {code} + {tests} | " + " | ".join(cells) + " |")
-    sizes = sorted({str(t.data.get("size")) for t in found if t.state == "current" and t.data} - {"cpu"})
+    current = [t for t in found if t.state == "current" and t.data]
+    claimed = [t for t in current if t.data.get("size") != "cpu" and t.data.get("size") == stack_size(project, t)]
+    if claimed:
+        rows = ", ".join(f"{t.through} at size {t.data['size']} ({table_size(t)})" for t in claimed)
+        lines += ["", f"(Measured at the size the pull request claims, not the benchmark's cpu size: {rows}.)"]
+    sizes = sorted({str(t.data.get("size")) for t in current if t.data.get("size") != stack_size(project, t)})
     if sizes:
-        lines += ["", f"(Measured at size {', '.join(sizes)}, not the benchmark's cpu size: not for the README.)"]
+        lines += ["", f"(Measured at size {', '.join(sizes)}, not the size of its pull request: not for the README.)"]
     return lines
+
+
+def stack_size(project: recipe.Project, table: Table) -> str:
+    """The size a table's pull request claims (``fork.toml``'s ``size``, default cpu)."""
+    return project.stack[table.through - 1].size
+
+
+def table_size(table: Table) -> str:
+    """``N = 20000000, n = 2000``: the sizes of a table's rows."""
+    sizes = sorted({(row.get("N"), row.get("n")) for row in table.data.get("rows", [])}, key=str)
+    return "; ".join(f"N = {big}, n = {small}" for big, small in sizes)

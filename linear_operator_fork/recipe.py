@@ -42,8 +42,10 @@ class StackedPR:
     branch: str  # its branch, and the name of its folder under build/pr/
     cases: tuple[str, ...]  # the verify cases that measure it
     differential: tuple[str, ...]  # the operations of the differential harness that test it
+    size: str = "cpu"  # the benchmark size its table is measured at (nox -s benchmark -- --through K): what it claims
 
 
+BENCHMARK_SIZES = ("cpu", "cuda")  # the sizes a pull request's table may be measured at (verify.catalogue.SIZES)
 PROJECTS = ("linear_operator", "gpytorch")  # the patched upstreams (``--project``), each with its own series
 
 
@@ -148,11 +150,20 @@ def _project(path: Path, data: dict, pin_table: str, tables: dict, prefix: str) 
                 _value(path, entry, "branch", f"{prefix}pr.stack[{index}]."),
                 tuple(entry.get("cases", ())),
                 tuple(entry.get("differential", ())),
+                _size(path, entry, f"{prefix}pr.stack[{index}]."),
             )
             for index, entry in enumerate(stack)
         ),
         build_table=f"{prefix}build",
     )
+
+
+def _size(path: Path, entry: dict, prefix: str) -> str:
+    """A stack entry's benchmark size (default cpu): one of the cases' sizes."""
+    size = entry.get("size", "cpu")
+    if size not in BENCHMARK_SIZES:
+        raise ForkError(f"{path}: {prefix}size = {size!r}: expected one of {', '.join(BENCHMARK_SIZES)}")
+    return size
 
 
 def _table(path: Path, data: dict, key: str, prefix: str) -> dict:

@@ -235,7 +235,13 @@ def test_summary_rows(tiny_recipe, tmp_path):
         lines[3]
         == "| 2 | `new-module` | 2 + 0 | not measured | not measured | — | — | not measured | not measured | — | — |"
     )
-    assert "size small" in lines[-1]  # not the benchmark's size: said so
+    assert "size small" in lines[-1] and "not for the README" in lines[-1]  # not its pull request's size: said so
+    # A pull request that claims a size other than cpu: its table is measured there, and the summary says so
+    claiming = dataclasses.replace(tiny_recipe, stack=(StackedPR("five", ("c",), (), "small"), STACK[1]))
+    assert prbench.summary_lines(claiming, folder)[-1] == (
+        "(Measured at the size the pull request claims, not the benchmark's cpu size: "
+        "1 at size small (N = 2000, n = 40).)"
+    )
     first = tiny_recipe.patches_dir / prbench.patch_names(tiny_recipe)[0]
     first.write_text(first.read_text().replace("+line five", "+line 5ive"))
     stale = " | ".join(["stale"] * 4 + ["—"] * 2 + ["stale"] * 2)  # five's cases are a, b and g
