@@ -4,13 +4,21 @@
     python scripts/microbench.py NAME [--site DIR] [--repeats R]
 
 NAME is one of:
-  gram      the Gram matrix L^T diag(w) L with its backward (w requires grad): pull request 7 (sparse-gram-utils)
+  products  one operator, kept and reused, multiplying by L and L^T (one column each): pull request 6
+            (sparse-operator-structures)
+  gradient  the gradient w.r.t. the values (L's values require grad) of a product, as _bilinear_derivative with
+            left (1e6 x 8) and right (500 x 8) vectors: pull request 8 (sparse-sampled-gradients)
+  transpose the transpose of an operator (rebuilt, as in every training step) multiplying one column: pull request 9
+            (sparse-transposes)
+  gram      the Gram matrix L^T diag(w) L with its backward (w requires grad): pull request 10 (sparse-gram-utils)
   rebuilt   an operator rebuilt from another one's representation (as linear_operator does in every training step)
-            multiplying by L and L^T, one column each: pull request 9 (sparse-shared-structures)
-  longrows  the Gram matrix of 1e6 rows of 4 entries and 10 rows of 500 entries: pull request 10 (sparse-gram-long-rows)
-  checks    constructing an operator (torch's or our own index checks, O(nnz)): pull request 11 (sparse-index-checks)
+            multiplying by L and L^T, one column each: pull request 12
+            (sparse-shared-structures)
+  longrows  the Gram matrix of 1e6 rows of 4 entries and 10 rows of 500 entries: pull request 13 (sparse-gram-long-rows)
+  checks    constructing an operator (torch's or our own index checks, O(nnz)): pull request 14 (sparse-index-checks)
 
-L is the benchmark's matrix: 1e6 x 500, 4 entries per row, float32 (COO, and CSR for rebuilt and checks). One thread.
+L is the benchmark's matrix: 1e6 x 500, 4 entries per row, float32 (COO, and CSR for products, transpose, rebuilt
+and checks). One thread.
 Each prints the median and the range of R timed repetitions after one untimed warm-up call.
 
 --site DIR puts a linear_operator installed with pip --target first on sys.path, e.g. one prefix of the series as
@@ -32,7 +40,7 @@ ROWS, COLS, PER_ROW = 10**6, 500, 4
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=("gram", "rebuilt", "longrows", "checks"))
+    parser.add_argument("name", choices=("products", "gradient", "transpose", "gram", "rebuilt", "longrows", "checks"))
     parser.add_argument("--site", help="a folder with linear_operator installed (pip --target), put first on sys.path")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
     arguments = parser.parse_args()
@@ -91,7 +99,23 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     coo = benchmark_matrix(torch, generator)
     runs: dict[str, Callable[[], object]] = {}
-    if arguments.name == "gram":
+    if arguments.name == "products":
+        rhs, lhs = torch.randn(COLS, 1, generator=generator), torch.randn(ROWS, 1, generator=generator)
+        for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
+            operator = SparseLinearOperator(tensor)
+            runs[layout] = lambda operator=operator: (
+                operator._matmul(rhs),
+                operator._transpose_nonbatch()._matmul(lhs),
+            )
+    elif arguments.name == "gradient":
+        operator = SparseLinearOperator(coo.clone().requires_grad_(True))
+        left, right = torch.randn(ROWS, 8, generator=generator), torch.randn(COLS, 8, generator=generator)
+        runs["coo"] = lambda: operator._bilinear_derivative(left, right)
+    elif arguments.name == "transpose":
+        lhs = torch.randn(ROWS, 1, generator=generator)
+        for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
+            runs[layout] = lambda tensor=tensor: SparseLinearOperator(tensor).mT._matmul(lhs)
+    elif arguments.name == "gram":
         operator = SparseLinearOperator(coo)
         weights = (torch.rand(ROWS, generator=generator) + 0.1).requires_grad_(True)
         probe = torch.randn(COLS, COLS, generator=generator)

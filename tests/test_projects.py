@@ -83,6 +83,7 @@ def edited(tmp_path: Path, pattern: str, replacement: str) -> Path:
         (r"^(\[build\]\n)number = ", r"\1numbers = ", "missing key build.number$"),
         (r'^\[\[downstream\.pr\.stack\]\][\s\S]*', '[downstream.pr]\nstack = "x"\n',
          r"downstream.pr.stack must be a list of tables \(\[\[downstream.pr.stack\]\]\)"),
+        (r'^size = "cuda"$', 'size = "huge"', r"pr.stack\[14\].size = 'huge': expected one of cpu, cuda"),
     ],
 )  # fmt: skip
 def test_bad_or_missing_keys_are_named(tmp_path, pattern, replacement, message):
