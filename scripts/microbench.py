@@ -10,6 +10,8 @@ NAME is one of:
             left (1e6 x 8) and right (500 x 8) vectors: pull request 8 (sparse-sampled-gradients)
   transpose the transpose of an operator (rebuilt, as in every training step) multiplying one column: pull request 9
             (sparse-transposes)
+  learned   the backward pass of L^T v for L whose values require grad (a learned L), one column: pull request 9
+            (sparse-transposes; its peak memory, printed at the end)
   gram      the Gram matrix L^T diag(w) L with its backward (w requires grad): pull request 10 (sparse-gram-utils)
   rebuilt   an operator rebuilt from another one's representation (as linear_operator does in every training step)
             multiplying by L and L^T, one column each: pull request 12
@@ -29,6 +31,7 @@ Compare prefix K-1 with prefix K for pull request K.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -40,9 +43,14 @@ ROWS, COLS, PER_ROW = 10**6, 500, 4
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=("products", "gradient", "transpose", "gram", "rebuilt", "longrows", "checks"))
+    parser.add_argument(
+        "name", choices=("products", "gradient", "transpose", "learned", "gram", "rebuilt", "longrows", "checks")
+    )
     parser.add_argument("--site", help="a folder with linear_operator installed (pip --target), put first on sys.path")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
+    parser.add_argument(
+        "--layout", choices=("coo", "csr"), help="only this layout (the peak printed at the end is then its own)"
+    )
     arguments = parser.parse_args()
     if arguments.repeats < 1:
         parser.error(f"--repeats must be at least 1; got {arguments.repeats}")
@@ -74,6 +82,13 @@ def long_rows_matrix(torch, generator):
     return torch.sparse_coo_tensor(
         torch.stack([rows, cols]), values, (ROWS + num_long, COLS), check_invariants=False
     ).coalesce()
+
+
+def with_values(torch, tensor, values):
+    """``tensor`` (COO or CSR) with ``values`` (which require grad): a leaf of the autograd graph."""
+    if tensor.layout == torch.sparse_coo:
+        return torch.sparse_coo_tensor(tensor.indices(), values, tensor.shape, is_coalesced=True)
+    return torch.sparse_csr_tensor(tensor.crow_indices(), tensor.col_indices(), values, tensor.shape)
 
 
 def timed(function: Callable[[], object], repeats: int) -> list[float]:
@@ -115,6 +130,16 @@ def main() -> None:
         lhs = torch.randn(ROWS, 1, generator=generator)
         for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
             runs[layout] = lambda tensor=tensor: SparseLinearOperator(tensor).mT._matmul(lhs)
+    elif arguments.name == "learned":
+        lhs = torch.randn(ROWS, 1, generator=generator)
+        for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
+            values = tensor.values().clone().requires_grad_(True)
+
+            def learned(tensor=tensor, values=values) -> None:
+                operator = SparseLinearOperator(with_values(torch, tensor, values))
+                (operator.mT @ lhs).sum().backward()
+
+            runs[layout] = learned
     elif arguments.name == "gram":
         operator = SparseLinearOperator(coo)
         weights = (torch.rand(ROWS, generator=generator) + 0.1).requires_grad_(True)
@@ -140,12 +165,16 @@ def main() -> None:
             runs[layout] = lambda tensor=tensor: SparseLinearOperator(tensor)
     print(f"{arguments.name}: linear_operator {linear_operator.__version__} ({linear_operator.__file__}), one thread")
     for layout, function in runs.items():
+        if arguments.layout and layout != arguments.layout:
+            continue
         times = timed(function, arguments.repeats)
         print(
             f"  {layout}: median {statistics.median(times) * 1e3:.1f} ms "
             f"(min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f}, {len(times)} runs)",
             flush=True,
         )
+    # (ru_maxrss: KiB on Linux) the peak of the whole process, data included
+    print(f"  peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 
 if __name__ == "__main__":

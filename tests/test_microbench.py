@@ -15,13 +15,16 @@ def run(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), *arguments], capture_output=True, text=True, check=False)
 
 
-def test_checks_times_both_layouts_on_the_installed_linear_operator():
+def test_checks_times_both_layouts_on_the_installed_linear_operator(installed_wheel):
     result = run("checks", "--repeats", "1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("checks: linear_operator ") and "one thread" in lines[0]
-    assert [line.split(":")[0].strip() for line in lines[1:]] == ["coo", "csr"]
-    assert all("median" in line and "1 runs" in line for line in lines[1:])
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["coo", "csr", "peak RSS of the process"]
+    assert all("median" in line and "1 runs" in line for line in lines[1:3])
+    assert lines[3].endswith(" MiB")
+    only_csr = run("checks", "--repeats", "1", "--layout", "csr").stdout.splitlines()
+    assert [line.split(":")[0].strip() for line in only_csr[1:]] == ["csr", "peak RSS of the process"]
 
 
 def test_bad_arguments_are_refused_with_a_message():
