@@ -19,8 +19,9 @@ NAME is one of:
   longrows  the Gram matrix of 1e6 rows of 4 entries and 10 rows of 500 entries: pull request 13 (sparse-gram-long-rows)
   checks    constructing an operator (torch's or our own index checks, O(nnz)): pull request 14 (sparse-index-checks)
 
-L is the benchmark's matrix: 1e6 x 500, 4 entries per row, float32 (COO, and CSR for products, transpose, rebuilt
-and checks). One thread.
+L has the benchmark's size: 1e6 x 500, 4 entries per row, float32 (COO, and CSR for products, transpose, learned,
+rebuilt and checks), at columns drawn at random (the benchmark's own data, linear_operator_fork.verify.data, puts a
+row's entries in neighbouring columns). One thread.
 Each prints the median and the range of R timed repetitions after one untimed warm-up call.
 
 --site DIR puts a linear_operator installed with pip --target first on sys.path, e.g. one prefix of the series as
@@ -58,7 +59,7 @@ def parse_arguments() -> argparse.Namespace:
 
 
 def benchmark_matrix(torch, generator):
-    """The benchmark's L: ROWS x COLS, PER_ROW distinct columns in every row, coalesced COO."""
+    """ROWS x COLS, PER_ROW distinct columns in every row (evenly spaced from a random start), coalesced COO."""
     first = torch.randint(COLS, (ROWS, 1), generator=generator)
     step = torch.randint(1, COLS // PER_ROW, (ROWS, 1), generator=generator)
     cols = (first + torch.arange(PER_ROW) * step) % COLS
