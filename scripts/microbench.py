@@ -164,6 +164,11 @@ def main() -> None:
     else:
         for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
             runs[layout] = lambda tensor=tensor: SparseLinearOperator(tensor)
+    if arguments.layout and arguments.layout not in runs:
+        sys.exit(
+            f"microbench.py: {arguments.name} measures {', '.join(runs)} only; "
+            f"--layout {arguments.layout} has nothing to run"
+        )
     print(f"{arguments.name}: linear_operator {linear_operator.__version__} ({linear_operator.__file__}), one thread")
     for layout, function in runs.items():
         if arguments.layout and layout != arguments.layout:

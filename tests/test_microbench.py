@@ -31,6 +31,9 @@ def test_bad_arguments_are_refused_with_a_message():
     result = run("checks", "--repeats", "0")
     assert result.returncode == 2
     assert "--repeats must be at least 1; got 0" in result.stderr
+    result = run("gram", "--layout", "csr")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "microbench.py: gram measures coo only; --layout csr has nothing to run"
     result = run("nothing")
     assert result.returncode == 2
     assert "invalid choice: 'nothing'" in result.stderr
