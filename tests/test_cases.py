@@ -10,6 +10,7 @@ import pytest
 
 from linear_operator_fork.__main__ import main
 from linear_operator_fork.verify import catalogue, data, models, reference, runner
+from linear_operator_fork.verify.protocol import collect_grads
 
 RECORD_KEYS = {
     "case",
@@ -52,7 +53,7 @@ def small_records(installed_wheel, tmp_path_factory) -> dict[tuple[str, str], di
     tmp_path = tmp_path_factory.mktemp("small")
     # One thread: tiny problems are slower with more, and much slower on a busy machine
     records = run_cli(tmp_path, "--variant", "fork", "--size", "small", "--threads", "1")
-    records += run_cli(tmp_path, "--variant", "reference", "--size", "small", "--cases", "a,b", "--threads", "1")
+    records += run_cli(tmp_path, "--variant", "reference", "--size", "small", "--cases", "a,b,h", "--threads", "1")
     return {(r["variant"], r["case"]): r for r in records}
 
 
@@ -80,7 +81,7 @@ def test_small_case_runs_ok_on_the_installed_fork(small_records, case):
 
 
 def test_the_fork_uses_its_own_sparse_linear_operator(small_records):
-    classes = {case: small_records[("fork", case)]["params"]["sparse_class"] for case in ("a", "b", "d")}
+    classes = {case: small_records[("fork", case)]["params"]["sparse_class"] for case in ("a", "b", "d", "h")}
     assert classes == dict.fromkeys(classes, catalogue.FORK_SPARSE_CLASS), (
         "the installed linear_operator has no linear_operator.operators.SparseLinearOperator: "
         "the cases fell back to the thread's class"
@@ -88,7 +89,7 @@ def test_the_fork_uses_its_own_sparse_linear_operator(small_records):
     assert small_records[("fork", "c")]["params"]["sparse_class"] == catalogue.THREAD_SPARSE_CLASS
 
 
-@pytest.mark.parametrize("case", ["a", "b"])
+@pytest.mark.parametrize("case", ["a", "b", "h"])
 def test_runner_records_of_fork_and_reference_agree(small_records, case):
     reference = small_records[("reference", case)]
     assert reference["status"] == "ok" and reference["version"] is None and reference["file"] is None
@@ -97,7 +98,7 @@ def test_runner_records_of_fork_and_reference_agree(small_records, case):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layout", ["coo", "csr"])
-@pytest.mark.parametrize("case", ["a", "b"])
+@pytest.mark.parametrize("case", ["a", "b", "h"])
 def test_fork_matches_the_woodbury_reference(installed_wheel, case, layout, dtype):
     import torch
 
@@ -106,6 +107,39 @@ def test_fork_matches_the_woodbury_reference(installed_wheel, case, layout, dtyp
     torch.manual_seed(catalogue.SEED)
     result = models.run_gp(case, sample, data.sparse_matrix(sample, layout))
     assert_agree(result, reference.reference_steps(case, sample), RTOL[dtype])
+
+
+def test_learned_weights_are_trained_from_the_values_of_l(installed_wheel):
+    import torch
+    import torch.nn.functional as F
+
+    params = catalogue.CASES["h"].sizes["small"]
+    sample = data.make_data(params["N"], params["n"], torch.float64, "cpu")
+    for layout in ("coo", "csr"):
+        L = data.sparse_matrix(sample, layout)
+        raw_weights = models.learned_weights(L)
+        torch.testing.assert_close(F.softplus(raw_weights), sample.vals.reshape(-1))
+        operator = models.weighted_rows(models.sparse_class()[0], L, raw_weights)
+        torch.testing.assert_close(operator.to_dense(), L.to_dense())
+    result = models.run_gp("h", sample, data.sparse_matrix(sample, "coo"))
+    assert result["grads"]["raw_weights.norm"][0] > 0
+    assert result["losses"][1] < result["losses"][0]
+
+
+def test_a_large_gradient_is_recorded_so_that_misplaced_entries_show():
+    import torch
+
+    grad = torch.linspace(1.0, 2.0, 100, dtype=torch.float64)
+    swapped = grad.clone()
+    swapped[[3, 60]] = swapped[[60, 3]]
+    recorded = []
+    for values in (grad, swapped):
+        param = torch.zeros(100, dtype=torch.float64, requires_grad=True)
+        param.grad = values
+        recorded.append(collect_grads([("model.raw_weights", param)]))
+    assert recorded[0].keys() == {"raw_weights.norm", "raw_weights.signed"}
+    assert recorded[0]["raw_weights.norm"] == pytest.approx(recorded[1]["raw_weights.norm"])
+    assert abs(recorded[0]["raw_weights.signed"][0] - recorded[1]["raw_weights.signed"][0]) > 0.1
 
 
 def test_reference_skips_the_cases_it_does_not_compute(tmp_path):

@@ -1,11 +1,11 @@
 """The large-M cases: what each one computes, at which sizes, with which training protocol.
 
-Cases a, b, d and g are ``L K Lᵀ + D`` with a huge sparse ``N × n`` matrix ``L`` (4 non-zeros per row); e and f train
-as a and then predict ``T`` new rows; c is the PR #120 thread's script. The models of a, b, d, e, f and g are fully
-determined (seeded data, fixed initial raw parameters), so stock, fork and the plain-torch reference compute the same
-thing: ``n`` inducing locations ``Z``, ``K = ScaleKernel(RBFKernel)(Z) + 1e-4 I`` as a dense matrix,
-``R = cholesky(K)`` inside ``forward`` (with autograd), and the covariance
-``LowRankRootLinearOperator(SparseLinearOperator(L) @ DenseLinearOperator(R))`` plus the noise.
+Cases a, b, d, g and h are ``L K Lᵀ + D`` with a huge sparse ``N × n`` matrix ``L`` (4 non-zeros per row; in h its
+values are learned); e and f train as a and then predict ``T`` new rows; c is the PR #120 thread's script. The models
+of a, b, d, e, f, g and h are fully determined (seeded data, fixed initial raw parameters), so stock, fork and the
+plain-torch reference compute the same thing: ``n`` inducing locations ``Z``,
+``K = ScaleKernel(RBFKernel)(Z) + 1e-4 I`` as a dense matrix, ``R = cholesky(K)`` inside ``forward`` (with autograd),
+and the covariance ``LowRankRootLinearOperator(SparseLinearOperator(L) @ DenseLinearOperator(R))`` plus the noise.
 (:mod:`.data`: the data; :mod:`.models`: the gpytorch models; :mod:`.reference`: plain torch; :mod:`.runner`: one case
 per child process.)
 """
@@ -105,6 +105,12 @@ CASES: dict[str, Case] = {
     "g": Case(
         name="g",
         title="learned extra noise: L K Lᵀ + diag(d) + σ² I, FixedNoiseGaussianLikelihood(learn_additional_noise=True)",
+        sizes=SPARSE_SIZES,
+        reference=True,
+    ),
+    "h": Case(
+        name="h",
+        title="learned observation weights: L K Lᵀ + σ² I with L's values softplus(raw weights), built in forward",
         sizes=SPARSE_SIZES,
         reference=True,
     ),

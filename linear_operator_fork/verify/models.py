@@ -37,7 +37,7 @@ def kernel_root(kernel: Any, Z: Any) -> Any:
 
 
 def make_likelihood(case: str, data: SparseData) -> Any:
-    """The likelihood of a GP case: learned constant noise (a, e, f), fixed noise (b), fixed plus learned (g)."""
+    """The likelihood of a GP case: learned constant noise (a, e, f, h), fixed noise (b), fixed plus learned (g)."""
     import gpytorch
 
     if case == "b":
@@ -93,18 +93,45 @@ def train_gp(model: Any, likelihood: Any, train_x: Any, train_y: Any) -> dict[st
     return adam_steps(list(model.parameters()), list(model.named_parameters()), loss_fn)
 
 
-def run_gp(case: str, data: SparseData, L: Any) -> dict[str, Any]:
-    """Cases a, b and g: ExactGP + ExactMarginalLogLikelihood, two Adam steps; the operator is built once.
+def learned_weights(L: Any) -> Any:
+    """Case h's parameter: raw weights whose softplus is ``L``'s values (in ``L``'s order: by row, then column)."""
+    import torch
 
-    ``L`` is the torch sparse tensor of ``data`` (:func:`~linear_operator_fork.verify.data.sparse_matrix`).
+    return torch.nn.Parameter(L.values().detach().expm1().log())
+
+
+def weighted_rows(cls: type, L: Any, raw_weights: Any) -> Any:
+    """Case h's operator: ``L``'s non-zeros (same layout) with the values ``softplus(raw_weights)``."""
+    import torch
+    import torch.nn.functional as F
+
+    values = F.softplus(raw_weights)
+    if L.layout == torch.sparse_csr:
+        tensor = torch.sparse_csr_tensor(L.crow_indices(), L.col_indices(), values, L.shape, check_invariants=False)
+    else:
+        tensor = torch.sparse_coo_tensor(L.indices(), values, L.shape, is_coalesced=True, check_invariants=False)
+    return cls(tensor)
+
+
+def run_gp(case: str, data: SparseData, L: Any) -> dict[str, Any]:
+    """Cases a, b, g and h: ExactGP + ExactMarginalLogLikelihood, two Adam steps.
+
+    ``L`` is the torch sparse tensor of ``data`` (:func:`~linear_operator_fork.verify.data.sparse_matrix`). The
+    operator is built once (a, b, g), or in every ``forward`` from the learned weights (h: the model's parameter
+    ``raw_weights``, see :func:`weighted_rows`).
     """
     import torch
 
     cls, cls_name = sparse_class()
-    sparse_op = cls(L)
     train_x = torch.arange(data.N, dtype=data.y.dtype, device=data.y.device).unsqueeze(-1)  # only its length matters
     likelihood = make_likelihood(case, data)
-    model = sparse_observation_gp(data, train_x, data.y, likelihood, lambda x: sparse_op)
+    if case == "h":
+        raw_weights = learned_weights(L)
+        model = sparse_observation_gp(data, train_x, data.y, likelihood, lambda x: weighted_rows(cls, L, raw_weights))
+        model.register_parameter("raw_weights", raw_weights)
+    else:
+        sparse_op = cls(L)
+        model = sparse_observation_gp(data, train_x, data.y, likelihood, lambda x: sparse_op)
     result = train_gp(model, likelihood, train_x, data.y)
     return {**result, "info": {"sparse_class": cls_name}}
 

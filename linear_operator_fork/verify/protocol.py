@@ -12,7 +12,11 @@ from linear_operator_fork.verify.catalogue import LR, RAW_INIT, STEPS
 
 
 def collect_grads(named: list[tuple[str, Any]]) -> dict[str, list[float]]:
-    """Gradients by short parameter name (``raw_noise``...); a parameter of more than 16 entries by its norm."""
+    """Gradients by short parameter name (``raw_noise``...); a parameter of more than 16 entries by its norm and by
+    ``signed``, the sum of its entries times fixed random signs (which entries that are swapped or misplaced change,
+    where the norm stays)."""
+    import torch
+
     short = [name.rsplit(".", 1)[-1] for name, _ in named]
     grads = {}
     for (name, param), key in zip(named, short, strict=True):
@@ -24,6 +28,8 @@ def collect_grads(named: list[tuple[str, Any]]) -> dict[str, list[float]]:
             grads[key] = grad.tolist()
         else:
             grads[f"{key}.norm"] = [grad.norm().item()]
+            signs = torch.randint(0, 2, (grad.numel(),), generator=torch.Generator().manual_seed(0)) * 2 - 1
+            grads[f"{key}.signed"] = [(grad * signs.to(device=grad.device, dtype=grad.dtype)).sum().item()]
     return grads
 
 

@@ -1,10 +1,11 @@
-"""The plain-torch reference of cases a, b, e, f and g: a Woodbury / matrix-determinant-lemma computation of the
+"""The plain-torch reference of cases a, b, e, f, g and h: a Woodbury / matrix-determinant-lemma computation of the
 same loss (and predictions) from the non-zeros of ``L``, without linear_operator."""
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 from linear_operator_fork.verify.catalogue import JITTER, NOISE_LOWER_BOUND, RAW_INIT
@@ -75,7 +76,8 @@ def woodbury_loss(
 
 
 def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
-    """Cases a, b and g in plain torch: the same parameters, initialisation, loss and Adam steps as the gpytorch model.
+    """Cases a, b, g and h in plain torch: the same parameters, initialisation, loss and Adam steps as the gpytorch
+    model.
 
     The returned ``raw`` holds the trained raw parameters (for the Woodbury predictions of cases e and f).
     """
@@ -90,12 +92,15 @@ def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
     # Same shapes as gpytorch's parameters: ConstantMean (), ScaleKernel (), RBFKernel (1, 1), noise (1,)
     named = [("raw_constant", raw("raw_constant", ())), ("raw_outputscale", raw("raw_outputscale", ()))]
     named.append(("raw_lengthscale", raw("raw_lengthscale", (1, 1))))
-    if case in ("a", "g"):
+    if case in ("a", "g", "h"):
         named.append(("raw_noise", raw("raw_noise", (1,))))
+    if case == "h":
+        # softplus(raw_weights) = L's values at the start, as the gpytorch model's (models.learned_weights)
+        named.append(("raw_weights", data.vals.reshape(-1).expm1().log().requires_grad_()))
     params = dict(named)
-    weights = torch.ones_like(data.y) if case == "a" else 1 / data.noise
+    weights = torch.ones_like(data.y) if case in ("a", "h") else 1 / data.noise
     with torch.no_grad():
-        gram = weighted_gram(data, weights)
+        gram = weighted_gram(data, weights) if case != "h" else None
         logdet_fixed = data.noise.log().sum()
 
     def loss_fn() -> Any:
@@ -103,6 +108,12 @@ def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
         if case == "a":
             sigma2 = (F.softplus(params["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)
             return woodbury_loss(data, R, params["raw_constant"], sigma2, gram, weights, data.N * sigma2.log())
+        if case == "h":
+            # L's values change in every step: so does its Gram matrix (with autograd, to the weights)
+            sigma2 = (F.softplus(params["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)
+            learned = replace(data, vals=F.softplus(params["raw_weights"]).view_as(data.vals))
+            gram_h = weighted_gram(learned, weights)
+            return woodbury_loss(learned, R, params["raw_constant"], sigma2, gram_h, weights, data.N * sigma2.log())
         if case == "g":
             # D = diag(d) + sigma^2 I: the weights 1 / (d + sigma^2) of L^T D^-1 L change with sigma in every step
             noise = data.noise + (F.softplus(params["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)

@@ -244,7 +244,7 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     data = L = None
-    if case in ("a", "b", "d", "e", "f", "g"):
+    if case in ("a", "b", "d", "e", "f", "g", "h"):
         # (e, f: N training rows and T new rows)
         data = make_data(params["N"] + params.get("T", 0), params["n"], dtype, device)
         if spec["variant"] != REFERENCE:
@@ -274,7 +274,7 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
         result = reference.reference_predict(case, data, params["T"])
     elif spec["variant"] == REFERENCE:
         result = reference.reference_steps(case, data)
-    elif case in ("a", "b", "g"):
+    elif case in ("a", "b", "g", "h"):
         result = models.run_gp(case, data, L)
     elif case in ("e", "f"):
         result = models.run_predict(case, data, L, params["T"])
