@@ -18,11 +18,16 @@ NAME is one of:
             (sparse-shared-structures)
   longrows  the Gram matrix of 1e6 rows of 4 entries and 10 rows of 500 entries: pull request 13 (sparse-gram-long-rows)
   checks    constructing an operator (torch's or our own index checks, O(nnz)): pull request 14 (sparse-index-checks)
+  sortkeys  torch alone: a stable sort of 4e6 keys below 500 as int64, int32 and int16: pull request 15
+            (sparse-int32-indices)
+  csrindex  torch alone: CSR products of L and of L^T (as a CSR tensor) with int64 and int32 indices, by 1, 16 and
+            500 columns: pull request 15 (sparse-int32-indices)
 
 L has the benchmark's size: 1e6 x 500, 4 entries per row, float32 (COO, and CSR for products, transpose, learned,
 rebuilt and checks), at columns drawn at random (the benchmark's own data, linear_operator_fork.verify.data, puts a
 row's entries in neighbouring columns). One thread.
-Each prints the median and the range of R timed repetitions after one untimed warm-up call.
+Each prints the median and the range of R timed repetitions after one untimed warm-up call, per layout (per index
+dtype for sortkeys and csrindex, which measure torch's own operations: they import no linear_operator).
 
 --site DIR puts a linear_operator installed with pip --target first on sys.path, e.g. one prefix of the series as
 `nox -s benchmark -- --through K` installs them: .nox/benchmark/site-through-K (prefix K: pull requests 1 to K).
@@ -40,13 +45,18 @@ import warnings
 from collections.abc import Callable
 
 ROWS, COLS, PER_ROW = 10**6, 500, 4
+TORCH_ONLY = ("sortkeys", "csrindex")  # torch's own operations: no linear_operator is imported
 
 
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "name", choices=("products", "gradient", "transpose", "learned", "gram", "rebuilt", "longrows", "checks")
-    )
+        "name",
+        choices=(
+            "products", "gradient", "transpose", "learned", "gram", "rebuilt", "longrows", "checks", "sortkeys",
+            "csrindex",
+        ),
+    )  # fmt: skip
     parser.add_argument("--site", help="a folder with linear_operator installed (pip --target), put first on sys.path")
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (default 5)")
     parser.add_argument(
@@ -92,6 +102,13 @@ def with_values(torch, tensor, values):
     return torch.sparse_csr_tensor(tensor.crow_indices(), tensor.col_indices(), values, tensor.shape)
 
 
+def with_index_dtype(torch, tensor, dtype):
+    """A CSR ``tensor`` with its row pointers and column indices in ``dtype`` (int32 or int64)."""
+    return torch.sparse_csr_tensor(
+        tensor.crow_indices().to(dtype), tensor.col_indices().to(dtype), tensor.values(), tensor.shape
+    )
+
+
 def timed(function: Callable[[], object], repeats: int) -> list[float]:
     function()  # warm-up (and first-call structures)
     times = []
@@ -106,9 +123,11 @@ def main() -> None:
     arguments = parse_arguments()
     if arguments.site:
         sys.path.insert(0, arguments.site)
-    import linear_operator
     import torch
-    from linear_operator.operators import SparseLinearOperator
+
+    if arguments.name not in TORCH_ONLY:
+        import linear_operator
+        from linear_operator.operators import SparseLinearOperator
 
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="Sparse CS[RC] tensor support is in beta state")
@@ -161,6 +180,20 @@ def main() -> None:
         tensor = long_rows_matrix(torch, generator)
         weights = torch.rand(tensor.size(0), generator=generator) + 0.5
         runs["coo"] = lambda: SparseLinearOperator(tensor)._gram(weights)
+    elif arguments.name == "sortkeys":
+        keys = torch.randint(COLS, (ROWS * PER_ROW,), generator=generator)
+        for dtype in (torch.int64, torch.int32, torch.int16):
+            narrowed = keys.to(dtype)
+            runs[str(dtype).removeprefix("torch.")] = lambda narrowed=narrowed: torch.sort(narrowed, stable=True)
+    elif arguments.name == "csrindex":
+        tensors = {"L": coo.to_sparse_csr(), "L^T": coo.t().coalesce().to_sparse_csr()}
+        for width in (1, 16, 500):
+            for name, tensor in tensors.items():
+                rhs = torch.randn(tensor.size(1), width, generator=generator)
+                for dtype in (torch.int64, torch.int32):
+                    indexed = with_index_dtype(torch, tensor, dtype)
+                    label = f"{name} x {width} columns, {str(dtype).removeprefix('torch.')}"
+                    runs[label] = lambda indexed=indexed, rhs=rhs: indexed @ rhs
     else:
         for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
             runs[layout] = lambda tensor=tensor: SparseLinearOperator(tensor)
@@ -169,7 +202,11 @@ def main() -> None:
             f"microbench.py: {arguments.name} measures {', '.join(runs)} only; "
             f"--layout {arguments.layout} has nothing to run"
         )
-    print(f"{arguments.name}: linear_operator {linear_operator.__version__} ({linear_operator.__file__}), one thread")
+    if arguments.name in TORCH_ONLY:
+        print(f"{arguments.name}: torch {torch.__version__} alone, one thread")
+    else:
+        version, where = linear_operator.__version__, linear_operator.__file__
+        print(f"{arguments.name}: linear_operator {version} ({where}), one thread")
     for layout, function in runs.items():
         if arguments.layout and layout != arguments.layout:
             continue

@@ -37,3 +37,12 @@ def test_bad_arguments_are_refused_with_a_message():
     result = run("nothing")
     assert result.returncode == 2
     assert "invalid choice: 'nothing'" in result.stderr
+
+
+def test_sortkeys_times_torch_alone_per_key_dtype():
+    result = run("sortkeys", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("sortkeys: torch ") and lines[0].endswith(" alone, one thread")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["int64", "int32", "int16", "peak RSS of the process"]
+    assert all("median" in line and "1 runs" in line for line in lines[1:4])
