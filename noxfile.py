@@ -376,7 +376,7 @@ def cases(session: nox.Session, variant: str) -> None:
     install_variant(session, variant, GPYTORCH)
     runs = [(variant, ["--sweep"])]
     if variant == "fork":
-        runs.append(("reference", ["--sweep", "--cases", "a,b,e,f,g,h"]))
+        runs.append(("reference", ["--sweep", "--cases", "a,b,e,f,g,h,i"]))
     if variant == "stock" and STOCK_CASE_C != STOCK:
         # Not installed into the venv (gpytorch 1.15.2 requires linear_operator>=0.6.1): a --target folder that
         # the case's subprocess puts first on PYTHONPATH, with that release's own extra dependencies.
@@ -405,7 +405,7 @@ def benchmark(session: nox.Session) -> None:
     peak is measured rather than cut off. Results: build/benchmark/.
 
     nox -s benchmark -- --through K [--size S]   pull request K against the one below it (prefixes K-1 and K of the
-                                                 series; 0: stock) on the cases it claims among a, b, d, g and h (a, b
+                                                 series; 0: stock) on the cases it claims among a, b, d, g, h, i (a, b
                                                  and g when none), at the size it claims (fork.toml's size, default
                                                  cpu): docs/prs/<K>-<branch>.md, and README.md's "what each pull
                                                  request buys" (build/benchmark-prs/K)

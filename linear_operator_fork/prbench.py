@@ -36,7 +36,7 @@ from linear_operator_fork.verify.records import GIB, Record
 PRS_DIR = ROOT / "docs" / "prs"
 README = ROOT / "README.md"
 BENCHMARK_CASES = ("a", "b", "g")  # the benchmark's cases (nox -s benchmark): what a pull request claiming none costs
-PR_CASES = ("a", "b", "d", "g", "h")  # the cases a pull request's table measures when it claims them
+PR_CASES = ("a", "b", "d", "g", "h", "i")  # the cases a pull request's table measures when it claims them
 LAYOUTS = ("coo", "csr")
 SUMMARY_BEGIN, SUMMARY_END = "<!-- what-each-pr-buys:begin -->", "<!-- what-each-pr-buys:end -->"
 DATA_PREFIX = "<!-- pr-benchmark "

@@ -53,7 +53,7 @@ def small_records(installed_wheel, tmp_path_factory) -> dict[tuple[str, str], di
     tmp_path = tmp_path_factory.mktemp("small")
     # One thread: tiny problems are slower with more, and much slower on a busy machine
     records = run_cli(tmp_path, "--variant", "fork", "--size", "small", "--threads", "1")
-    records += run_cli(tmp_path, "--variant", "reference", "--size", "small", "--cases", "a,b,h", "--threads", "1")
+    records += run_cli(tmp_path, "--variant", "reference", "--size", "small", "--cases", "a,b,h,i", "--threads", "1")
     return {(r["variant"], r["case"]): r for r in records}
 
 
@@ -81,7 +81,7 @@ def test_small_case_runs_ok_on_the_installed_fork(small_records, case):
 
 
 def test_the_fork_uses_its_own_sparse_linear_operator(small_records):
-    classes = {case: small_records[("fork", case)]["params"]["sparse_class"] for case in ("a", "b", "d", "h")}
+    classes = {case: small_records[("fork", case)]["params"]["sparse_class"] for case in ("a", "b", "d", "h", "i")}
     assert classes == dict.fromkeys(classes, catalogue.FORK_SPARSE_CLASS), (
         "the installed linear_operator has no linear_operator.operators.SparseLinearOperator: "
         "the cases fell back to the thread's class"
@@ -89,7 +89,7 @@ def test_the_fork_uses_its_own_sparse_linear_operator(small_records):
     assert small_records[("fork", "c")]["params"]["sparse_class"] == catalogue.THREAD_SPARSE_CLASS
 
 
-@pytest.mark.parametrize("case", ["a", "b", "h"])
+@pytest.mark.parametrize("case", ["a", "b", "h", "i"])
 def test_runner_records_of_fork_and_reference_agree(small_records, case):
     reference = small_records[("reference", case)]
     assert reference["status"] == "ok" and reference["version"] is None and reference["file"] is None
@@ -98,12 +98,13 @@ def test_runner_records_of_fork_and_reference_agree(small_records, case):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("layout", ["coo", "csr"])
-@pytest.mark.parametrize("case", ["a", "b", "h"])
+@pytest.mark.parametrize("case", ["a", "b", "h", "i"])
 def test_fork_matches_the_woodbury_reference(installed_wheel, case, layout, dtype):
     import torch
 
     params = catalogue.CASES[case].sizes["small"]
-    sample = data.make_data(params["N"], params["n"], getattr(torch, dtype), "cpu")
+    long_rows = catalogue.LONG_ROWS if case == "i" else 0
+    sample = data.make_data(params["N"], params["n"], getattr(torch, dtype), "cpu", long_rows=long_rows)
     torch.manual_seed(catalogue.SEED)
     result = models.run_gp(case, sample, data.sparse_matrix(sample, layout))
     assert_agree(result, reference.reference_steps(case, sample), RTOL[dtype])
@@ -124,6 +125,22 @@ def test_learned_weights_are_trained_from_the_values_of_l(installed_wheel):
     result = models.run_gp("h", sample, data.sparse_matrix(sample, "coo"))
     assert result["grads"]["raw_weights.norm"][0] > 0
     assert result["losses"][1] < result["losses"][0]
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr"])
+def test_long_rows_of_case_i_cover_every_column_and_the_reference_sums_them(layout):
+    import torch
+
+    sample = data.make_data(300, 12, torch.float64, "cpu", long_rows=3)
+    dense = data.sparse_matrix(sample, layout).to_dense()
+    assert dense.shape == (300, 12)
+    assert (dense[-3:] > 0).all() and ((dense[:-3] != 0).sum(-1) == catalogue.NNZ_PER_ROW).all()
+    torch.testing.assert_close(dense.sum(-1), torch.ones(300, dtype=torch.float64))
+    x, weights = torch.randn(300, dtype=torch.float64), torch.rand(300, dtype=torch.float64)
+    torch.testing.assert_close(reference.sparse_t_matvec(sample, x), dense.mT @ x)
+    torch.testing.assert_close(reference.weighted_gram(sample, weights), dense.mT @ (weights.unsqueeze(-1) * dense))
+    with pytest.raises(ValueError, match="long rows"):
+        data.data_rows(sample, 100)
 
 
 def test_a_large_gradient_is_recorded_so_that_misplaced_entries_show():

@@ -110,6 +110,7 @@ def test_tree_through_parses():
         (("d", "a"), ["a", "d"]),  # in the cases' order
         (("a", "b", "d", "g"), ["a", "b", "d", "g"]),
         (("h",), ["h"]),  # a learned L: the transposes' and structures' pull requests
+        (("i",), ["i"]),  # long rows: the Gram matrix's index lists for them
         ((), ["a", "b", "g"]),  # none claimed: the benchmark's cases, what it costs
         (("c",), ["a", "b", "g"]),
         (("e", "f"), ["a", "b", "g"]),
@@ -119,11 +120,12 @@ def test_benchmark_cases_are_the_claimed_ones_or_the_benchmarks(cases, expected)
     assert prbench.benchmark_cases(StackedPR("x", cases, ())) == expected
 
 
-def test_the_real_stack_measures_cases_d_and_h_where_they_are_claimed(real_recipe):
+def test_the_real_stack_measures_cases_d_h_and_i_where_they_are_claimed(real_recipe):
     for pull_request in real_recipe.stack:
         cases = prbench.benchmark_cases(pull_request)
         assert ("d" in cases) == ("d" in pull_request.cases)
         assert ("h" in cases) == ("h" in pull_request.cases)
+        assert ("i" in cases) == ("i" in pull_request.cases)
         assert set(cases) <= set(prbench.PR_CASES) and cases
 
 

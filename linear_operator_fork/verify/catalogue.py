@@ -1,9 +1,9 @@
 """The large-M cases: what each one computes, at which sizes, with which training protocol.
 
-Cases a, b, d, g and h are ``L K Lᵀ + D`` with a huge sparse ``N × n`` matrix ``L`` (4 non-zeros per row; in h its
-values are learned); e and f train as a and then predict ``T`` new rows; c is the PR #120 thread's script. The models
-of a, b, d, e, f, g and h are fully determined (seeded data, fixed initial raw parameters), so stock, fork and the
-plain-torch reference compute the same thing: ``n`` inducing locations ``Z``,
+Cases a, b, d, g, h and i are ``L K Lᵀ + D`` with a huge sparse ``N × n`` matrix ``L`` (4 non-zeros per row; in h its
+values are learned; in i its last 10 rows cover every column); e and f train as a and then predict ``T`` new rows; c is
+the PR #120 thread's script. The models of a, b, d, e, f, g, h and i are fully determined (seeded data, fixed initial
+raw parameters), so stock, fork and the plain-torch reference compute the same thing: ``n`` inducing locations ``Z``,
 ``K = ScaleKernel(RBFKernel)(Z) + 1e-4 I`` as a dense matrix, ``R = cholesky(K)`` inside ``forward`` (with autograd),
 and the covariance ``LowRankRootLinearOperator(SparseLinearOperator(L) @ DenseLinearOperator(R))`` plus the noise.
 (:mod:`.data`: the data; :mod:`.models`: the gpytorch models; :mod:`.reference`: plain torch; :mod:`.runner`: one case
@@ -24,6 +24,7 @@ STEPS = 2
 LR = 0.1
 JITTER = 1e-4
 NNZ_PER_ROW = 4
+LONG_ROWS = 10  # case i: the last LONG_ROWS rows of L have an entry in every column
 NOISE_LOWER_BOUND = 9.999999747378752e-05  # gpytorch's GreaterThan(1e-4) on the noise: 1e-4 rounded to float32
 # Initial raw (unconstrained) parameters, set identically in every variant.
 RAW_INIT = {"raw_constant": 0.0, "raw_outputscale": -2.0, "raw_lengthscale": -1.0, "raw_noise": -1.5}
@@ -111,6 +112,12 @@ CASES: dict[str, Case] = {
     "h": Case(
         name="h",
         title="learned observation weights: L K Lᵀ + σ² I with L's values softplus(raw weights), built in forward",
+        sizes=SPARSE_SIZES,
+        reference=True,
+    ),
+    "i": Case(
+        name="i",
+        title="areas of uneven size: as g (L K Lᵀ + diag(d) + σ² I), the last 10 rows of L averaging all n points",
         sizes=SPARSE_SIZES,
         reference=True,
     ),

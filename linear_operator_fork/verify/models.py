@@ -37,12 +37,12 @@ def kernel_root(kernel: Any, Z: Any) -> Any:
 
 
 def make_likelihood(case: str, data: SparseData) -> Any:
-    """The likelihood of a GP case: learned constant noise (a, e, f, h), fixed noise (b), fixed plus learned (g)."""
+    """The likelihood of a GP case: learned constant noise (a, e, f, h), fixed noise (b), fixed plus learned (g, i)."""
     import gpytorch
 
     if case == "b":
         return gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=data.noise, learn_additional_noise=False)
-    if case == "g":
+    if case in ("g", "i"):
         likelihood = gpytorch.likelihoods.FixedNoiseGaussianLikelihood(noise=data.noise, learn_additional_noise=True)
         set_raw(likelihood.second_noise_covar, "raw_noise")
         return likelihood
@@ -114,10 +114,10 @@ def weighted_rows(cls: type, L: Any, raw_weights: Any) -> Any:
 
 
 def run_gp(case: str, data: SparseData, L: Any) -> dict[str, Any]:
-    """Cases a, b, g and h: ExactGP + ExactMarginalLogLikelihood, two Adam steps.
+    """Cases a, b, g, h and i: ExactGP + ExactMarginalLogLikelihood, two Adam steps.
 
     ``L`` is the torch sparse tensor of ``data`` (:func:`~linear_operator_fork.verify.data.sparse_matrix`). The
-    operator is built once (a, b, g), or in every ``forward`` from the learned weights (h: the model's parameter
+    operator is built once (a, b, g, i), or in every ``forward`` from the learned weights (h: the model's parameter
     ``raw_weights``, see :func:`weighted_rows`).
     """
     import torch

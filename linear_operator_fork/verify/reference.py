@@ -1,4 +1,4 @@
-"""The plain-torch reference of cases a, b, e, f, g and h: a Woodbury / matrix-determinant-lemma computation of the
+"""The plain-torch reference of cases a, b, e, f, g, h and i: a Woodbury / matrix-determinant-lemma computation of the
 same loss (and predictions) from the non-zeros of ``L``, without linear_operator."""
 
 from __future__ import annotations
@@ -22,23 +22,31 @@ def sparse_t_matvec(data: SparseData, x: Any) -> Any:
     """``Lᵀ x`` (n) from the non-zeros (differentiable in ``x``)."""
     import torch
 
-    contributions = (data.vals * x.unsqueeze(-1)).reshape(-1)
-    return torch.zeros(data.n, dtype=x.dtype, device=x.device).index_add(0, data.cols.reshape(-1), contributions)
+    short = data.cols.size(0)
+    contributions = (data.vals * x[:short].unsqueeze(-1)).reshape(-1)
+    res = torch.zeros(data.n, dtype=x.dtype, device=x.device).index_add(0, data.cols.reshape(-1), contributions)
+    if data.long_vals is not None:
+        res = res + data.long_vals.mT @ x[short:]
+    return res
 
 
 def weighted_gram(data: SparseData, weights: Any, chunk: int = 1 << 20) -> Any:
-    """``Lᵀ diag(weights) L`` (n × n, dense), accumulated over blocks of rows: the sparse side of the grouping."""
+    """``Lᵀ diag(weights) L`` (n × n, dense), accumulated over blocks of rows: the sparse side of the grouping
+    (the long rows of case i: a dense product)."""
     import torch
 
-    n = data.n
+    n, short = data.n, data.cols.size(0)
     gram = torch.zeros(n * n, dtype=data.vals.dtype, device=data.vals.device)
-    for start in range(0, data.N, chunk):
-        rows = slice(start, start + chunk)
+    for start in range(0, short, chunk):
+        rows = slice(start, min(start + chunk, short))
         cols, vals, w = data.cols[rows], data.vals[rows], weights[rows]
         index = (cols.unsqueeze(-1) * n + cols.unsqueeze(-2)).reshape(-1)
         products = (w[:, None, None] * vals.unsqueeze(-1) * vals.unsqueeze(-2)).reshape(-1)
         gram.index_add_(0, index, products)
-    return gram.reshape(n, n)
+    gram = gram.reshape(n, n)
+    if data.long_vals is not None:
+        gram = gram + data.long_vals.mT @ (weights[short:].unsqueeze(-1) * data.long_vals)
+    return gram
 
 
 def rbf_root(Z: Any, raw_outputscale: Any, raw_lengthscale: Any) -> Any:
@@ -76,8 +84,8 @@ def woodbury_loss(
 
 
 def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
-    """Cases a, b, g and h in plain torch: the same parameters, initialisation, loss and Adam steps as the gpytorch
-    model.
+    """Cases a, b, g, h and i in plain torch: the same parameters, initialisation, loss and Adam steps as the
+    gpytorch model.
 
     The returned ``raw`` holds the trained raw parameters (for the Woodbury predictions of cases e and f).
     """
@@ -92,7 +100,7 @@ def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
     # Same shapes as gpytorch's parameters: ConstantMean (), ScaleKernel (), RBFKernel (1, 1), noise (1,)
     named = [("raw_constant", raw("raw_constant", ())), ("raw_outputscale", raw("raw_outputscale", ()))]
     named.append(("raw_lengthscale", raw("raw_lengthscale", (1, 1))))
-    if case in ("a", "g", "h"):
+    if case in ("a", "g", "h", "i"):
         named.append(("raw_noise", raw("raw_noise", (1,))))
     if case == "h":
         # softplus(raw_weights) = L's values at the start, as the gpytorch model's (models.learned_weights)
@@ -114,7 +122,7 @@ def reference_steps(case: str, data: SparseData) -> dict[str, Any]:
             learned = replace(data, vals=F.softplus(params["raw_weights"]).view_as(data.vals))
             gram_h = weighted_gram(learned, weights)
             return woodbury_loss(learned, R, params["raw_constant"], sigma2, gram_h, weights, data.N * sigma2.log())
-        if case == "g":
+        if case in ("g", "i"):
             # D = diag(d) + sigma^2 I: the weights 1 / (d + sigma^2) of L^T D^-1 L change with sigma in every step
             noise = data.noise + (F.softplus(params["raw_noise"]) + NOISE_LOWER_BOUND).squeeze(-1)
             learned = 1 / noise

@@ -49,6 +49,7 @@ from linear_operator_fork.verify.catalogue import (
     DEVICES,
     DTYPES,
     LAYOUTS,
+    LONG_ROWS,
     REFERENCE,
     SEED,
     SIZES,
@@ -244,16 +245,17 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     data = L = None
-    if case in ("a", "b", "d", "e", "f", "g", "h"):
-        # (e, f: N training rows and T new rows)
-        data = make_data(params["N"] + params.get("T", 0), params["n"], dtype, device)
+    if case in ("a", "b", "d", "e", "f", "g", "h", "i"):
+        # (e, f: N training rows and T new rows; i: the last LONG_ROWS of the N rows are long)
+        long_rows = LONG_ROWS if case == "i" else 0
+        data = make_data(params["N"] + params.get("T", 0), params["n"], dtype, device, long_rows=long_rows)
         if spec["variant"] != REFERENCE:
             # The variants' input, the sparse tensor L, is data too: built before the measured part, as the
             # reference's row arrays are. Each variant holds its own input only: the row arrays are dropped (a CSR
             # L shares them) except in cases e and f, whose errors are computed from them.
             L = sparse_matrix(data, params["layout"])
             if case not in ("e", "f"):
-                data = replace(data, cols=None, vals=None)
+                data = replace(data, cols=None, vals=None, long_vals=None)
     if case != "probe":
         warm_up()
     record["setup_seconds"] = time.perf_counter() - started
@@ -274,7 +276,7 @@ def execute(spec: dict[str, Any], record: dict[str, Any]) -> None:
         result = reference.reference_predict(case, data, params["T"])
     elif spec["variant"] == REFERENCE:
         result = reference.reference_steps(case, data)
-    elif case in ("a", "b", "g", "h"):
+    elif case in ("a", "b", "g", "h", "i"):
         result = models.run_gp(case, data, L)
     elif case in ("e", "f"):
         result = models.run_predict(case, data, L, params["T"])
