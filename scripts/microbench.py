@@ -22,12 +22,15 @@ NAME is one of:
             (sparse-int32-indices)
   csrindex  torch alone: CSR products of L and of L^T (as a CSR tensor) with int64 and int32 indices, by 1, 16 and
             500 columns: pull request 15 (sparse-int32-indices)
+  csrvalues torch alone: the backward pass through a COO and a CSR tensor built from values that require grad
+            (t.values().sum()), what the README's advice to learn L's values as COO rests on
 
 L has the benchmark's size: 1e6 x 500, 4 entries per row, float32 (COO, and CSR for products, transpose, learned,
-rebuilt and checks), at columns drawn at random (the benchmark's own data, linear_operator_fork.verify.data, puts a
-row's entries in neighbouring columns). One thread.
+rebuilt, checks and csrvalues), at columns drawn at random (the benchmark's own data, linear_operator_fork.verify.data,
+puts a row's entries in neighbouring columns). One thread.
 Each prints the median and the range of R timed repetitions after one untimed warm-up call, per layout (per index
-dtype for sortkeys and csrindex, which measure torch's own operations: they import no linear_operator).
+dtype for sortkeys and csrindex; sortkeys, csrindex and csrvalues measure torch's own operations: they import no
+linear_operator).
 
 --site DIR puts a linear_operator installed with pip --target first on sys.path, e.g. one prefix of the series as
 `nox -s benchmark -- --through K` installs them: .nox/benchmark/site-through-K (prefix K: pull requests 1 to K).
@@ -45,7 +48,7 @@ import warnings
 from collections.abc import Callable
 
 ROWS, COLS, PER_ROW = 10**6, 500, 4
-TORCH_ONLY = ("sortkeys", "csrindex")  # torch's own operations: no linear_operator is imported
+TORCH_ONLY = ("sortkeys", "csrindex", "csrvalues")  # torch's own operations: no linear_operator is imported
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -54,7 +57,7 @@ def parse_arguments() -> argparse.Namespace:
         "name",
         choices=(
             "products", "gradient", "transpose", "learned", "gram", "rebuilt", "longrows", "checks", "sortkeys",
-            "csrindex",
+            "csrindex", "csrvalues",
         ),
     )  # fmt: skip
     parser.add_argument("--site", help="a folder with linear_operator installed (pip --target), put first on sys.path")
@@ -194,6 +197,12 @@ def main() -> None:
                     indexed = with_index_dtype(torch, tensor, dtype)
                     label = f"{name} x {width} columns, {str(dtype).removeprefix('torch.')}"
                     runs[label] = lambda indexed=indexed, rhs=rhs: indexed @ rhs
+    elif arguments.name == "csrvalues":
+        for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
+            values = tensor.values().clone().requires_grad_(True)
+            runs[layout] = lambda tensor=tensor, values=values: (
+                with_values(torch, tensor, values).values().sum().backward()
+            )
     else:
         for layout, tensor in (("coo", coo), ("csr", coo.to_sparse_csr())):
             runs[layout] = lambda tensor=tensor: SparseLinearOperator(tensor)

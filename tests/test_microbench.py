@@ -46,3 +46,11 @@ def test_sortkeys_times_torch_alone_per_key_dtype():
     assert lines[0].startswith("sortkeys: torch ") and lines[0].endswith(" alone, one thread")
     assert [line.split(":")[0].strip() for line in lines[1:]] == ["int64", "int32", "int16", "peak RSS of the process"]
     assert all("median" in line and "1 runs" in line for line in lines[1:4])
+
+
+def test_csrvalues_times_torch_alone_for_one_layout():
+    result = run("csrvalues", "--repeats", "1", "--layout", "coo")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("csrvalues: torch ") and lines[0].endswith(" alone, one thread")
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["coo", "peak RSS of the process"]
