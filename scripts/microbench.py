@@ -7,7 +7,8 @@ NAME is one of:
   products  one operator, kept and reused, multiplying by L and L^T (one column each): pull request 6
             (sparse-operator-structures)
   gradient  the gradient w.r.t. the values (L's values require grad) of a product, as _bilinear_derivative with
-            left (1e6 x 8) and right (500 x 8) vectors: pull request 8 (sparse-sampled-gradients)
+            left (1e6 x 8) and right (500 x 8) vectors: what build 29's pull request 8 (torch.sparse.sampled_addmm)
+            bought alone, before it left the series (it bought nothing on the benchmark's case h)
   transpose the transpose of an operator (rebuilt, as in every training step) multiplying one column: pull request 9
             (sparse-transposes)
   learned   the backward pass of L^T v for L whose values require grad (a learned L), one column: pull request 9
